@@ -1,1 +1,116 @@
-fn main(){}
+//! herald-bench: a loopback load generator for Herald and Nchan over Server-Sent Events.
+
+mod client;
+mod clock;
+mod fleet;
+mod http;
+mod jwt;
+mod proc;
+mod publisher;
+mod report;
+mod scenarios;
+mod sse;
+mod stats;
+mod targets;
+mod worker;
+
+use clap::{Parser, Subcommand};
+use scenarios::Common;
+
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Open N idle streams: connections/s and server memory per connection.
+    Idle {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: scenarios::idle::IdleArgs,
+    },
+    /// Burst of messages to every subscriber of one channel: deliveries/s and loss.
+    Burst {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: scenarios::burst::BurstArgs,
+    },
+    /// Steady broadcast: latency percentiles and server CPU per delivery.
+    Steady {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: scenarios::steady::SteadyArgs,
+    },
+    /// One connection per user, messages to random users: latency, memory, CPU per message.
+    PerUser {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: scenarios::per_user::PerUserArgs,
+    },
+    /// Everybody drops and resumes with Last-Event-ID while publishing goes on.
+    Reconnect {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: scenarios::reconnect::ReconnectArgs,
+    },
+    /// Durable publish throughput and backlog replay (Herald only).
+    Durable {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: scenarios::durable::DurableArgs,
+    },
+    /// Markdown table of medians and Herald/Nchan ratios from files of report JSON lines.
+    Summarize { files: Vec<std::path::PathBuf> },
+    /// Holds a block of subscribers for a coordinating process.
+    #[command(hide = true)]
+    Worker(worker::WorkerArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // One thread per process: the server under test needs the other core more than we do.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let local = tokio::task::LocalSet::new();
+    match local.block_on(&runtime, execute(cli.command)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("herald-bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(command: Command) -> std::io::Result<()> {
+    let report = match command {
+        Command::Worker(args) => return worker::run(args).await,
+        Command::Summarize { files } => {
+            let mut text = String::new();
+            for f in files {
+                text.push_str(&std::fs::read_to_string(f)?);
+                text.push('\n');
+            }
+            print!("{}", report::summarize(&text));
+            return Ok(());
+        }
+        Command::Idle { common, args } => scenarios::idle::run(&common, &args).await?,
+        Command::Burst { common, args } => scenarios::burst::run(&common, &args).await?,
+        Command::Steady { common, args } => scenarios::steady::run(&common, &args).await?,
+        Command::PerUser { common, args } => scenarios::per_user::run(&common, &args).await?,
+        Command::Reconnect { common, args } => scenarios::reconnect::run(&common, &args).await?,
+        Command::Durable { common, args } => scenarios::durable::run(&common, &args).await?,
+    };
+    report.print();
+    Ok(())
+}

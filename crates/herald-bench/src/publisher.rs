@@ -1,0 +1,209 @@
+//! Publisher driver: keep-alive HTTP/1.1 POSTs over a few connections, at a fixed rate or as
+//! fast as the server answers. Each message carries its send time and its number on its stream.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::http::{parse_head, Chunked};
+use crate::targets::{Target, To};
+
+/// What to publish.
+pub struct Plan {
+    pub to: Vec<To>,
+    /// Messages per second over all connections; `None` is as fast as possible.
+    pub rate: Option<f64>,
+    pub conns: usize,
+    pub durable: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Published {
+    pub ok: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub started_ns: u64,
+    pub finished_ns: u64,
+    /// How far the driver fell behind its schedule.
+    pub max_lag_ms: f64,
+}
+
+impl Published {
+    pub fn secs(&self) -> f64 {
+        self.finished_ns.saturating_sub(self.started_ns) as f64 / 1e9
+    }
+
+    fn merge(&mut self, o: Published) {
+        self.ok += o.ok;
+        self.errors += o.errors;
+        self.first_error = self.first_error.take().or(o.first_error);
+        self.finished_ns = self.finished_ns.max(o.finished_ns);
+        self.max_lag_ms = self.max_lag_ms.max(o.max_lag_ms);
+    }
+}
+
+/// Numbers each message on its stream: the channel, or the addressed user.
+fn number(to: &[To]) -> Vec<(To, u64)> {
+    let mut per_user = std::collections::HashMap::new();
+    to.iter()
+        .enumerate()
+        .map(|(i, &t)| match t {
+            To::Channel => (t, i as u64),
+            To::User(u) => {
+                let n = per_user.entry(u).or_insert(0u64);
+                *n += 1;
+                (t, *n - 1)
+            }
+        })
+        .collect()
+}
+
+pub async fn run(target: &Target, plan: Plan) -> Published {
+    let jobs: Rc<[(To, u64)]> = number(&plan.to).into();
+    let conns = plan.conns.max(1);
+    let start = Instant::now();
+    let mut total = Published {
+        started_ns: crate::clock::unix_nanos(),
+        ..Published::default()
+    };
+    let mut tasks = Vec::with_capacity(conns);
+    for k in 0..conns {
+        let (jobs, target) = (jobs.clone(), target.clone());
+        let (rate, durable) = (plan.rate, plan.durable);
+        tasks.push(tokio::task::spawn_local(async move {
+            let mut conn = Conn::new(target.addr);
+            let mut done = Published::default();
+            for i in (k..jobs.len()).step_by(conns) {
+                if let Some(rate) = rate {
+                    let due = start + Duration::from_secs_f64(i as f64 / rate);
+                    tokio::time::sleep_until(due.into()).await;
+                    let lag = Instant::now().saturating_duration_since(due);
+                    done.max_lag_ms = done.max_lag_ms.max(lag.as_secs_f64() * 1000.0);
+                }
+                let (to, n) = jobs[i];
+                let data = format!(r#"{{"t":{},"n":{n}}}"#, crate::clock::unix_nanos());
+                match conn.post(&target.publish_request(to, &data, durable)).await {
+                    Ok(status) if (200..300).contains(&status) => done.ok += 1,
+                    Ok(status) => {
+                        done.errors += 1;
+                        done.first_error.get_or_insert(format!("status {status}"));
+                    }
+                    Err(e) => {
+                        done.errors += 1;
+                        done.first_error.get_or_insert(e);
+                    }
+                }
+            }
+            done.finished_ns = crate::clock::unix_nanos();
+            done
+        }));
+    }
+    for t in tasks {
+        if let Ok(done) = t.await {
+            total.merge(done);
+        }
+    }
+    total
+}
+
+/// One keep-alive connection.
+struct Conn {
+    addr: SocketAddr,
+    stream: Option<TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    fn new(addr: SocketAddr) -> Self {
+        Conn {
+            addr,
+            stream: None,
+            buf: Vec::with_capacity(4096),
+        }
+    }
+
+    async fn post(&mut self, request: &[u8]) -> Result<u16, String> {
+        let result = self.exchange(request).await;
+        if !matches!(result, Ok((_, true))) {
+            self.stream = None; // errors and `Connection: close` both need a new connection
+        }
+        result.map(|(status, _)| status)
+    }
+
+    /// Sends one request and reads its whole answer; true when the connection can be reused.
+    async fn exchange(&mut self, request: &[u8]) -> Result<(u16, bool), String> {
+        if self.stream.is_none() {
+            let s = TcpStream::connect(self.addr)
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            s.set_nodelay(true).map_err(|e| e.to_string())?;
+            self.stream = Some(s);
+        }
+        let stream = self.stream.as_mut().expect("connected above");
+        stream
+            .write_all(request)
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        self.buf.clear();
+        let (head, head_len) = loop {
+            if stream
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(|e| e.to_string())?
+                == 0
+            {
+                return Err("connection closed".into());
+            }
+            if let Some(found) = parse_head(&self.buf)? {
+                break found;
+            }
+        };
+        let mut body = self.buf.split_off(head_len);
+        if head.chunked {
+            let mut decoder = Chunked::default();
+            let mut done = decoder.decode(&body, &mut |_| {})?;
+            while !done {
+                body.clear();
+                if stream
+                    .read_buf(&mut body)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    == 0
+                {
+                    return Err("connection closed in body".into());
+                }
+                done = decoder.decode(&body, &mut |_| {})?;
+            }
+        } else {
+            let len = head.content_length.unwrap_or(0);
+            while body.len() < len {
+                if stream
+                    .read_buf(&mut body)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    == 0
+                {
+                    return Err("connection closed in body".into());
+                }
+            }
+        }
+        Ok((head.status, !head.close))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_run_per_stream() {
+        let to = [To::User(1), To::User(2), To::User(1), To::User(1)];
+        let n: Vec<u64> = number(&to).into_iter().map(|(_, n)| n).collect();
+        assert_eq!(n, vec![0, 0, 1, 2]);
+        let ch = number(&[To::Channel, To::Channel]);
+        assert_eq!(ch, vec![(To::Channel, 0), (To::Channel, 1)]);
+    }
+}

@@ -1,0 +1,72 @@
+//! `durable`: stored-message throughput, and replay of a backlog to a user that was offline.
+//! Nchan has no per-user durable store, so it only gets a note.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{add_connected, random_users, Common, QUIET};
+use crate::report::Report;
+use crate::targets::{Mode, To};
+
+#[derive(Debug, Clone, Args)]
+pub struct DurableArgs {
+    /// Durable messages of the throughput part, to random users.
+    #[arg(long, default_value_t = 20_000)]
+    pub messages: usize,
+    #[arg(long, default_value_t = 10_000)]
+    pub users: u32,
+    /// Concurrent POSTs of the throughput part.
+    #[arg(long, default_value_t = 64)]
+    pub conns: usize,
+    /// Messages published to the offline user, then replayed.
+    #[arg(long, default_value_t = 10_000)]
+    pub replay: usize,
+}
+
+pub async fn run(common: &Common, args: &DurableArgs) -> std::io::Result<Report> {
+    let mut r = common.report("durable");
+    if !common.target.supports_durable() {
+        r.note("skipped: Nchan has no durable per-user store");
+        return Ok(r);
+    }
+    let wide = Common {
+        publish_conns: args.conns,
+        ..common.clone()
+    };
+    let to = random_users(args.messages, args.users, 0x2545_f491_4f6c_dd1d);
+    let stored = wide.publish(to, None, true).await;
+    r.add(
+        "stored_per_s",
+        stored.ok as f64 / stored.secs().max(1e-9),
+        "1/s",
+        "higher",
+    )
+    .add("durable_publish_errors", stored.errors as f64, "", "lower");
+    if let Some(e) = &stored.first_error {
+        r.note(format!("first durable publish error: {e}"));
+    }
+
+    // A user outside the throughput range learns its position, goes offline, and misses a backlog.
+    let (mut fleet, connected) = common.fleet(Mode::User, args.users, 1).await?;
+    add_connected(&mut r, &connected);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    fleet.offline().await?;
+    let backlog = common
+        .publish(vec![To::User(args.users); args.replay], None, true)
+        .await;
+    let reconnect_ns = crate::clock::unix_nanos();
+    fleet.online().await?;
+    let tally = fleet.wait_for(backlog.ok, QUIET).await?;
+    let secs = tally.last_ns.saturating_sub(reconnect_ns) as f64 / 1e9;
+    r.add("replay_time", secs, "s", "lower")
+        .add("replayed", tally.unique as f64, "", "higher")
+        .add(
+            "replay_lost",
+            backlog.ok.saturating_sub(tally.unique) as f64,
+            "",
+            "lower",
+        )
+        .add("replay_duplicates", tally.duplicates as f64, "", "lower");
+    Ok(r)
+}

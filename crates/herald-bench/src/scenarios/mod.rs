@@ -1,0 +1,162 @@
+//! The benchmark scenarios. Each one starts its own subscribers, drives the publisher, and
+//! returns a report; the server itself is started and stopped by the caller (`bench/compare`).
+
+pub mod burst;
+pub mod durable;
+pub mod idle;
+pub mod per_user;
+pub mod reconnect;
+pub mod steady;
+
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::fleet::{Connected, Fleet, Layout};
+use crate::proc;
+use crate::publisher::{self, Plan, Published};
+use crate::report::Report;
+use crate::stats::{summarize, Tally};
+use crate::targets::{Mode, Target, To};
+
+/// How long deliveries may stall before the missing ones count as lost.
+pub const QUIET: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    #[command(flatten)]
+    pub target: Target,
+    /// Server process to sample RSS and CPU time from (with its children, for nginx workers).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Subscriber processes; by default as few as --per-worker allows.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Most subscribers in one process (a process may hold at most 20,000 open files).
+    #[arg(long, default_value_t = 18_000)]
+    pub per_worker: u32,
+    /// Subscriber connection attempts in flight at once, per worker.
+    #[arg(long, default_value_t = 200)]
+    pub connect_concurrency: usize,
+    /// Keep-alive connections of the publisher.
+    #[arg(long, default_value_t = 4)]
+    pub publish_conns: usize,
+}
+
+impl Common {
+    pub fn report(&self, scenario: &str) -> Report {
+        Report::new(scenario, self.target.target.name())
+    }
+
+    pub async fn fleet(
+        &self,
+        mode: Mode,
+        first: u32,
+        count: u32,
+    ) -> std::io::Result<(Fleet, Connected)> {
+        let layout = Layout {
+            workers: self.workers,
+            per_worker: self.per_worker,
+            connect_concurrency: self.connect_concurrency,
+        };
+        Fleet::start(&self.target, mode, first, count, layout).await
+    }
+
+    pub fn sample(&self) -> Option<proc::Sample> {
+        self.server_pid.and_then(|pid| proc::sample(pid).ok())
+    }
+
+    pub async fn publish(&self, to: Vec<To>, rate: Option<f64>, durable: bool) -> Published {
+        let plan = Plan {
+            to,
+            rate,
+            conns: self.publish_conns,
+            durable,
+        };
+        publisher::run(&self.target, plan).await
+    }
+}
+
+/// Connection figures every scenario reports.
+pub fn add_connected(r: &mut Report, c: &Connected) {
+    r.add("subscribers_connected", c.ok as f64, "", "higher");
+    if c.failed > 0 {
+        r.add("subscribers_failed", c.failed as f64, "", "lower");
+    }
+    if let Some(e) = &c.error {
+        r.note(format!("first subscriber error: {e}"));
+    }
+}
+
+/// Loss, duplicates, latency and publish errors of a delivery run.
+pub fn add_delivery(r: &mut Report, expected: u64, tally: &Tally, published: &Published) {
+    r.add("deliveries_expected", expected as f64, "", "")
+        .add(
+            "lost",
+            expected.saturating_sub(tally.unique) as f64,
+            "",
+            "lower",
+        )
+        .add("duplicates", tally.duplicates as f64, "", "lower")
+        .add("streams_broken", tally.broken as f64, "", "lower")
+        .latency(&summarize(&tally.histogram()));
+    r.add("publish_errors", published.errors as f64, "", "lower")
+        .add("publisher_max_lag", published.max_lag_ms, "ms", "lower");
+    if let Some(e) = &published.first_error {
+        r.note(format!("first publish error: {e}"));
+    }
+}
+
+/// Deterministic pseudo-random users (xorshift), so both servers get the same sequence.
+pub fn random_users(count: usize, users: u32, mut seed: u64) -> Vec<To> {
+    (0..count)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            To::User((seed % users.max(1) as u64) as u32)
+        })
+        .collect()
+}
+
+/// Broadcast run shared by `burst` and `steady`: `messages` to every subscriber of the channel.
+pub async fn broadcast(
+    common: &Common,
+    r: &mut Report,
+    subscribers: u32,
+    messages: usize,
+    rate: Option<f64>,
+) -> std::io::Result<(Tally, Published)> {
+    let (mut fleet, connected) = common.fleet(Mode::Channel, 0, subscribers).await?;
+    add_connected(r, &connected);
+    let before = common.sample();
+    let published = common
+        .publish(vec![To::Channel; messages], rate, false)
+        .await;
+    let expected = published.ok * connected.ok as u64;
+    let tally = fleet.wait_for(expected, QUIET).await?;
+    if let (Some(b), Some(a)) = (before, common.sample()) {
+        let cpu = a.cpu_us.saturating_sub(b.cpu_us) as f64;
+        r.add(
+            "server_cpu_per_delivery",
+            cpu / tally.unique.max(1) as f64,
+            "µs",
+            "lower",
+        );
+    }
+    add_delivery(r, expected, &tally, &published);
+    Ok((tally, published))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_users_are_repeatable_and_in_range() {
+        let a = random_users(1000, 10, 7);
+        assert_eq!(a, random_users(1000, 10, 7));
+        assert!(a.iter().all(|t| matches!(t, To::User(u) if *u < 10)));
+        assert!((0..10).all(|u| a.contains(&To::User(u))));
+    }
+}

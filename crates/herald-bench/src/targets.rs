@@ -1,0 +1,182 @@
+//! The servers under test and how each one is spoken to, so that every scenario runs unchanged
+//! against Herald and Nchan.
+
+use std::net::SocketAddr;
+
+use clap::{Args, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    Herald,
+    Nchan,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Herald => "herald",
+            Kind::Nchan => "nchan",
+        }
+    }
+}
+
+/// Where subscribers listen: everybody on the one broadcast channel, or each on its own user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    Channel,
+    User,
+}
+
+/// The broadcast channel of the channel scenarios.
+pub const CHANNEL: &str = "bench";
+
+#[derive(Debug, Clone, Args)]
+pub struct Target {
+    /// Server kind.
+    #[arg(long, value_enum, default_value = "herald")]
+    pub target: Kind,
+    /// Server address; must be on loopback (127.0.0.0/8 or ::1).
+    #[arg(long, default_value = "127.0.0.1:8080", value_parser = loopback_addr)]
+    pub addr: SocketAddr,
+    /// Herald API key for /api/publish.
+    #[arg(long, env = "HERALD_API_KEY", default_value = "bench-key")]
+    pub api_key: String,
+    /// Herald HS256 secret that subscriber tokens are signed with.
+    #[arg(long, env = "HERALD_JWT_SECRET", default_value = "bench-secret")]
+    pub jwt_secret: String,
+}
+
+fn loopback_addr(s: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = s.parse().map_err(|e| format!("{e}"))?;
+    if addr.ip().is_loopback() {
+        Ok(addr)
+    } else {
+        Err("the bench only targets loopback addresses".into())
+    }
+}
+
+impl Target {
+    /// Request path for subscriber `index`, its token included (so minted before timing starts).
+    pub fn subscribe_path(&self, mode: Mode, index: u32) -> String {
+        match (self.target, mode) {
+            (Kind::Herald, Mode::Channel) => {
+                let token = crate::jwt::mint(&self.jwt_secret, index, &[CHANNEL]);
+                format!("/events?channel={CHANNEL}&access_token={token}")
+            }
+            (Kind::Herald, Mode::User) => {
+                let token = crate::jwt::mint(&self.jwt_secret, index, &[]);
+                format!("/events?access_token={token}")
+            }
+            (Kind::Nchan, Mode::Channel) => format!("/sub/{CHANNEL}"),
+            (Kind::Nchan, Mode::User) => format!("/sub/u{index}"),
+        }
+    }
+
+    pub fn subscribe_request(&self, path: &str, last_event_id: &str) -> Vec<u8> {
+        let resume = if last_event_id.is_empty() {
+            String::new()
+        } else {
+            format!("Last-Event-ID: {last_event_id}\r\n")
+        };
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n{resume}\r\n",
+            self.addr
+        )
+        .into_bytes()
+    }
+
+    pub fn supports_durable(&self) -> bool {
+        self.target == Kind::Herald
+    }
+
+    /// A keep-alive POST publishing bench message `data` to `to`.
+    pub fn publish_request(&self, to: To, data: &str, durable: bool) -> Vec<u8> {
+        let (path, auth, body) = match self.target {
+            Kind::Herald => {
+                let to = match to {
+                    To::Channel => serde_json::json!({ "channels": [CHANNEL] }),
+                    To::User(i) => serde_json::json!({ "users": [format!("u{i}")] }),
+                };
+                let mut body = serde_json::json!({ "to": to, "event": "b", "data": data });
+                if durable {
+                    body["durable"] = true.into();
+                }
+                let auth = format!("Authorization: Bearer {}\r\n", self.api_key);
+                ("/api/publish".to_string(), auth, body.to_string())
+            }
+            Kind::Nchan => {
+                let path = match to {
+                    To::Channel => format!("/pub/{CHANNEL}"),
+                    To::User(i) => format!("/pub/u{i}"),
+                };
+                (path, String::new(), data.to_string())
+            }
+        };
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        )
+        .into_bytes()
+    }
+}
+
+/// Addressee of one published message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum To {
+    Channel,
+    User(u32),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(kind: Kind) -> Target {
+        Target {
+            target: kind,
+            addr: "127.0.0.1:9".parse().unwrap(),
+            api_key: "k".into(),
+            jwt_secret: "s".into(),
+        }
+    }
+
+    #[test]
+    fn herald_publish_carries_data_as_a_json_string() {
+        let req = target(Kind::Herald).publish_request(To::User(17), r#"{"t":1,"n":2}"#, true);
+        let req = String::from_utf8(req).unwrap();
+        let (head, body) = req.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("POST /api/publish HTTP/1.1\r\n"));
+        assert!(head.contains("Authorization: Bearer k\r\n"));
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["to"]["users"][0], "u17");
+        assert_eq!(v["data"], r#"{"t":1,"n":2}"#);
+        assert_eq!(v["durable"], true);
+    }
+
+    #[test]
+    fn nchan_publishes_raw_data_per_channel() {
+        let req = String::from_utf8(target(Kind::Nchan).publish_request(To::User(3), "x", false));
+        assert!(req.unwrap().starts_with("POST /pub/u3 HTTP/1.1\r\n"));
+        assert_eq!(
+            target(Kind::Nchan).subscribe_path(Mode::Channel, 5),
+            "/sub/bench"
+        );
+    }
+
+    #[test]
+    fn resume_header_only_when_an_id_is_known() {
+        let t = target(Kind::Nchan);
+        let fresh = String::from_utf8(t.subscribe_request("/sub/x", "")).unwrap();
+        assert!(!fresh.contains("Last-Event-ID"));
+        let again = String::from_utf8(t.subscribe_request("/sub/x", "q-4")).unwrap();
+        assert!(again.contains("Last-Event-ID: q-4\r\n"));
+    }
+
+    #[test]
+    fn only_loopback() {
+        assert!(loopback_addr("127.0.0.1:80").is_ok());
+        assert!(loopback_addr("10.0.0.1:80").is_err());
+    }
+}
