@@ -1,0 +1,285 @@
+//! Configuration of a hub: server-wide settings, and one [`AppConfig`] per app.
+//!
+//! Everything here deserialises from TOML with unknown keys refused, so a typo is an error
+//! that names the key rather than a setting silently ignored. [`Config::validate`] checks what
+//! types cannot, and names the key at fault in backticks.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Everything a hub needs to run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address and port to listen on (`HERALD_LISTEN`).
+    pub listen: SocketAddr,
+    /// Seconds between heartbeat comments on an otherwise idle stream.
+    pub heartbeat_secs: u64,
+    /// Reconnection delay hint sent to clients, in milliseconds.
+    pub retry_ms: u64,
+    /// Seconds that shutdown waits for streams and in-flight requests before it forces them.
+    pub shutdown_grace_secs: u64,
+    /// Where history and durable messages live.
+    pub store: StoreKind,
+    /// The SQLite file of the `sqlite` store.
+    pub store_path: PathBuf,
+    /// `normal` survives a killed process; `full` also survives a power loss, at a cost.
+    pub store_sync: StoreSync,
+    /// PEM certificate chain; with `tls_key`, the server speaks HTTPS (HTTP/2 by ALPN).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// The default app, configured by the `HERALD_*` variables.
+    pub app: AppConfig,
+    /// Further apps, each with its own keys and limits.
+    pub apps: Vec<AppConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            heartbeat_secs: 15,
+            retry_ms: 2000,
+            shutdown_grace_secs: 10,
+            store: StoreKind::Sqlite,
+            store_path: PathBuf::from("herald.db"),
+            store_sync: StoreSync::Normal,
+            tls_cert: None,
+            tls_key: None,
+            app: AppConfig::default(),
+            apps: Vec::new(),
+        }
+    }
+}
+
+/// Which store keeps history and durable messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// In process memory: fast, and gone at exit.
+    Memory,
+    /// One SQLite file, the embedded default.
+    Sqlite,
+}
+
+/// How hard the SQLite store pushes commits to the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreSync {
+    /// WAL with `synchronous=NORMAL`: a committed message survives a killed process.
+    Normal,
+    /// WAL with `synchronous=FULL`: it also survives a power loss.
+    Full,
+}
+
+/// One app: its credentials, its clients' rules and its limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppConfig {
+    /// Unique id; subscribers choose a non-default app with `app=`.
+    pub id: String,
+    /// Publisher key, sent as `Authorization: Bearer` on `/api/*`.
+    pub api_key: Option<String>,
+    /// HS256 secret for subscriber tokens.
+    pub jwt_secret: Option<String>,
+    /// RS256 or ES256 public key (PEM text, or a path to a PEM file) for subscriber tokens.
+    pub jwt_public_key: Option<String>,
+    /// Cookie that may carry the subscriber token.
+    pub cookie_name: String,
+    /// Whether a token without `sub` may subscribe (to channels and broadcasts only).
+    pub allow_anonymous: bool,
+    /// Origins allowed to call the hub from a browser; `*` allows any.
+    pub cors_origins: Vec<String>,
+    /// URL that receives connect and disconnect webhooks.
+    pub webhook_url: Option<String>,
+    /// HMAC-SHA256 key that signs webhook bodies.
+    pub webhook_secret: Option<String>,
+    /// Backend URL that `POST /send/{path}` is proxied to.
+    pub upstream_url: Option<String>,
+    /// HMAC-SHA256 key that signs the identity headers of proxied sends.
+    pub upstream_secret: Option<String>,
+    /// Whether a durable message to `all` is stored for every online user.
+    pub durable_all: bool,
+    /// Bounds that protect the hub from hostile or broken clients.
+    pub limits: Limits,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        Self {
+            id: "default".into(),
+            api_key: None,
+            jwt_secret: None,
+            jwt_public_key: None,
+            cookie_name: "herald_token".into(),
+            allow_anonymous: false,
+            cors_origins: Vec::new(),
+            webhook_url: None,
+            webhook_secret: None,
+            upstream_url: None,
+            upstream_secret: None,
+            durable_all: false,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Limits, each with a default that suits a typical web app.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest `data` of one publish, in bytes.
+    pub max_payload_bytes: usize,
+    /// Most addresses (users + sessions + tenants + channels) in one publish.
+    pub max_recipients: usize,
+    /// Most items in one `/api/publish/batch`.
+    pub max_batch: usize,
+    /// Most channels one connection may join.
+    pub max_channels: usize,
+    /// Most open connections of one user; a further one is refused with 429.
+    pub max_connections_per_user: usize,
+    /// Most open connections from one remote address; a further one is refused with 429.
+    pub max_connections_per_ip: usize,
+    /// Bytes queued for one connection before it is dropped as too slow.
+    pub queue_bytes: usize,
+    /// Most messages kept in history for resume.
+    pub history_size: usize,
+    /// Oldest message kept in history for resume, in seconds.
+    pub history_age_secs: u64,
+    /// Lifetime of a durable message when the publish names no `ttl`, in seconds.
+    pub default_ttl_secs: u64,
+    /// Longest `ttl` a publish may ask for, in seconds.
+    pub max_ttl_secs: u64,
+    /// Largest body of one `POST /send/{path}`, in bytes.
+    pub max_send_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_payload_bytes: 64 * 1024,
+            max_recipients: 10_000,
+            max_batch: 1_000,
+            max_channels: 64,
+            max_connections_per_user: 32,
+            max_connections_per_ip: 10_000,
+            queue_bytes: 1024 * 1024,
+            history_size: 100_000,
+            history_age_secs: 24 * 3600,
+            default_ttl_secs: 7 * 24 * 3600,
+            max_ttl_secs: 90 * 24 * 3600,
+            max_send_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// A configuration that cannot run, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("`{key}` {problem}")]
+pub struct ConfigError {
+    /// The key, as written in the TOML file (`apps[1].api_key`).
+    pub key: String,
+    /// What is wrong with it and how to fix it.
+    pub problem: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self { key: key.into(), problem: problem.into() }
+    }
+}
+
+impl Config {
+    /// Every app: the default one first.
+    pub fn all_apps(&self) -> impl Iterator<Item = (String, &AppConfig)> {
+        std::iter::once(("app".to_string(), &self.app))
+            .chain(self.apps.iter().enumerate().map(|(i, a)| (format!("apps[{i}]"), a)))
+    }
+
+    /// The heartbeat interval.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_secs)
+    }
+
+    /// Checks what the types alone cannot.
+    ///
+    /// # Errors
+    ///
+    /// The first problem found, naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.heartbeat_secs == 0 {
+            return Err(ConfigError::new("heartbeat_secs", "must be at least 1"));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::new("tls_cert", "and `tls_key` must be set together"));
+        }
+        let mut ids = std::collections::HashSet::new();
+        let mut keys = std::collections::HashSet::new();
+        for (path, app) in self.all_apps() {
+            if app.id.is_empty() || !app.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return Err(ConfigError::new(format!("{path}.id"), "must be non-empty letters, digits, `-` or `_`"));
+            }
+            if !ids.insert(app.id.as_str()) {
+                return Err(ConfigError::new(format!("{path}.id"), format!("`{}` is used by two apps", app.id)));
+            }
+            if let Some(key) = &app.api_key {
+                if key.len() < 16 {
+                    return Err(ConfigError::new(format!("{path}.api_key"), "must be at least 16 characters"));
+                }
+                if !keys.insert(key.as_str()) {
+                    return Err(ConfigError::new(format!("{path}.api_key"), "is used by two apps; keys decide the app"));
+                }
+            }
+            if let Some(secret) = &app.jwt_secret {
+                if secret.len() < 16 {
+                    return Err(ConfigError::new(format!("{path}.jwt_secret"), "must be at least 16 characters"));
+                }
+            }
+            if app.jwt_secret.is_some() && app.jwt_public_key.is_some() {
+                return Err(ConfigError::new(
+                    format!("{path}.jwt_public_key"),
+                    "cannot be set together with `jwt_secret`: one app verifies one algorithm family",
+                ));
+            }
+            if app.webhook_url.is_some() && app.webhook_secret.is_none() {
+                return Err(ConfigError::new(format!("{path}.webhook_secret"), "is required when `webhook_url` is set"));
+            }
+            if app.upstream_url.is_some() && app.upstream_secret.is_none() {
+                return Err(ConfigError::new(format!("{path}.upstream_secret"), "is required when `upstream_url` is set"));
+            }
+            for (key, url) in [("webhook_url", &app.webhook_url), ("upstream_url", &app.upstream_url)] {
+                if let Some(url) = url {
+                    if !url.starts_with("http://") || url.parse::<http::Uri>().is_err() {
+                        return Err(ConfigError::new(format!("{path}.{key}"), format!("`{url}` is not an http:// URL")));
+                    }
+                }
+            }
+            let l = &app.limits;
+            for (key, value) in [
+                ("max_payload_bytes", l.max_payload_bytes),
+                ("max_recipients", l.max_recipients),
+                ("max_batch", l.max_batch),
+                ("max_channels", l.max_channels),
+                ("max_connections_per_user", l.max_connections_per_user),
+                ("max_connections_per_ip", l.max_connections_per_ip),
+                ("queue_bytes", l.queue_bytes),
+                ("history_size", l.history_size),
+            ] {
+                if value == 0 {
+                    return Err(ConfigError::new(format!("{path}.limits.{key}"), "must be at least 1"));
+                }
+            }
+            if l.default_ttl_secs == 0 || l.default_ttl_secs > l.max_ttl_secs {
+                return Err(ConfigError::new(
+                    format!("{path}.limits.default_ttl_secs"),
+                    "must be between 1 and `max_ttl_secs`",
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,122 @@
+//! Request parts the handlers share: credentials, query strings and JSON bodies, each turned
+//! into a problem document when it is wrong.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use bytes::Bytes;
+use http::request::Parts;
+use http::{header, HeaderMap, StatusCode};
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use super::problem::Problem;
+use crate::hub::{Hub, SubscribeRequest};
+
+/// Closes the client's whole transport; the server inserts one per accepted connection.
+#[derive(Clone, Debug)]
+pub struct ConnectionKill(pub CancellationToken);
+
+/// The app whose API key authorised a backend call.
+pub(crate) struct ApiApp(pub(crate) String);
+
+impl FromRequestParts<Hub> for ApiApp {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, hub: &Hub) -> Result<Self, Problem> {
+        let key = bearer(&parts.headers).ok_or_else(|| {
+            Problem::new(StatusCode::UNAUTHORIZED, "api-key-missing", "send the app's API key as `Authorization: Bearer <key>`")
+        })?;
+        hub.app_for_key(key)
+            .map(|app| Self(app.to_string()))
+            .ok_or_else(|| Problem::new(StatusCode::UNAUTHORIZED, "api-key-invalid", "the API key matches no app"))
+    }
+}
+
+/// A JSON body parsed strictly: unknown fields, bad UTF-8 and wrong types are a 400 that says
+/// where, and an oversized body a 413.
+pub(crate) struct JsonBody<T>(pub(crate) T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "the request body is over the size limit")
+            } else {
+                Problem::bad_request(format!("could not read the request body: {e}"))
+            }
+        })?;
+        serde_json::from_slice(&bytes).map(Self).map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// `Authorization: Bearer <token>`.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// The query string as pairs, percent-decoded; repeated keys stay repeated.
+pub(crate) fn query_pairs(parts: &Parts) -> Vec<(String, String)> {
+    form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect()
+}
+
+/// The first value of `key`.
+pub(crate) fn query_value<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// Parses an optional numeric query value, naming it when it is not a number.
+pub(crate) fn query_number(pairs: &[(String, String)], key: &str) -> Result<Option<u64>, Problem> {
+    query_value(pairs, key)
+        .map(|v| v.parse().map_err(|_| Problem::bad_request(format!("`{key}` must be a non-negative integer, not `{v}`"))))
+        .transpose()
+}
+
+/// Everything `/events` and `/poll` read from a subscriber's request, and the app it names.
+pub(crate) fn subscriber(parts: &Parts, hub: &Hub) -> (String, SubscribeRequest) {
+    let pairs = query_pairs(parts);
+    let app = query_value(&pairs, "app")
+        .or_else(|| parts.headers.get("x-herald-app").and_then(|v| v.to_str().ok()))
+        .unwrap_or("default")
+        .to_string();
+    let cookie_name = hub.app_config(&app).map(|c| c.cookie_name.clone()).unwrap_or_default();
+    let token = bearer(&parts.headers)
+        .or_else(|| cookie(&parts.headers, &cookie_name))
+        .or_else(|| query_value(&pairs, "access_token"))
+        .map(str::to_owned);
+    let last_event_id = parts
+        .headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| query_value(&pairs, "lastEventId"))
+        .map(str::to_owned);
+    let remote_addr = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
+    let request = SubscribeRequest {
+        token,
+        channels: pairs.iter().filter(|(k, _)| k == "channel").map(|(_, v)| v.clone()).collect(),
+        client_id: query_value(&pairs, "client_id").map(str::to_owned),
+        last_event_id,
+        remote_addr,
+        user_agent: parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned),
+        ping_events: query_value(&pairs, "ping") == Some("1"),
+    };
+    (app, request)
+}

@@ -1,0 +1,71 @@
+//! The HTTP face of the hub: one axum [`Router`] that an application mounts or the server runs.
+
+mod api;
+mod assets;
+mod extract;
+mod problem;
+mod send;
+mod subscriber;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+use axum::Router;
+use http::{header, HeaderName, Method};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+pub use extract::ConnectionKill;
+pub use send::signed_string;
+
+use crate::hub::Hub;
+
+/// Every endpoint of the hub, with its state applied.
+pub fn router(hub: Hub) -> Router {
+    let body_limit = hub.config().all_apps().map(|(_, a)| a.limits.max_payload_bytes).max().unwrap_or(0) * 4 + 64 * 1024;
+    let batch_limit = hub.config().all_apps().map(|(_, a)| a.limits.max_payload_bytes * a.limits.max_batch).max().unwrap_or(0);
+    let api = Router::new()
+        .route("/publish", post(api::publish))
+        .route("/publish/batch", post(api::publish_batch).layer(DefaultBodyLimit::max(batch_limit)))
+        .route("/users", get(api::users))
+        .route("/users/{id}", get(api::user))
+        .route("/users/{id}/connections", delete(api::kick_user))
+        .route("/users/{id}/ack", post(api::ack))
+        .route("/users/{id}/messages", get(api::messages))
+        .route("/users/{id}/unread", get(api::unread))
+        .route("/connections", get(api::connections))
+        .route("/connections/{id}", delete(api::kick_connection))
+        .route("/presence", get(api::presence));
+    Router::new()
+        .route("/events", get(subscriber::events))
+        .route("/poll", get(subscriber::poll))
+        .route("/ack", post(subscriber::ack))
+        .route("/send/{*path}", post(send::send).layer(DefaultBodyLimit::disable()))
+        .route("/healthz", get(assets::healthz))
+        .route("/metrics", get(assets::metrics))
+        .route("/herald.js", get(assets::script))
+        .route("/herald.d.ts", get(assets::types))
+        .route("/demo", get(assets::demo))
+        .nest("/api", api)
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(cors(&hub))
+        .with_state(hub)
+}
+
+/// CORS for the origins any app allows; `*` in an app's list allows every origin.
+fn cors(hub: &Hub) -> CorsLayer {
+    let origins: Vec<String> = hub.config().all_apps().flat_map(|(_, a)| a.cors_origins.clone()).collect();
+    let any = origins.iter().any(|o| o == "*");
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin, _| any || origin.to_str().is_ok_and(|o| origins.iter().any(|x| x == o))))
+        .allow_credentials(true)
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("last-event-id"),
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("x-herald-app"),
+            HeaderName::from_static("x-herald-connection"),
+        ])
+}

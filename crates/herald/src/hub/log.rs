@@ -1,0 +1,129 @@
+//! The app's sequence and its recent history, in memory.
+//!
+//! Assigning a sequence number and appending to history happen under one lock, so history is
+//! always in sequence order: a connection that reads it up to the head and then takes live
+//! messages above the head can neither miss nor double a message at the seam.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::id::EventId;
+use crate::message::{Identity, Message};
+use crate::store::HistoryLimits;
+
+/// Where a (re)connecting client continues from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Resume {
+    /// Continue after this sequence.
+    From(u64),
+    /// The client's id cannot be resumed from; it must refetch its state. Continue at the head.
+    Reset { head: u64, reason: &'static str },
+}
+
+pub(crate) struct Log {
+    pub(crate) epoch: String,
+    /// The last sequence handed out.
+    pub(crate) head: u64,
+    /// Every message after this sequence is still in `entries`.
+    floor: u64,
+    entries: VecDeque<Arc<Message>>,
+    limits: HistoryLimits,
+}
+
+impl Log {
+    pub(crate) fn new(epoch: String, head: u64, floor: u64, entries: Vec<Arc<Message>>, limits: HistoryLimits) -> Self {
+        Self { epoch, head, floor, entries: entries.into(), limits }
+    }
+
+    /// Appends the next message; its sequence must be `head + 1`.
+    pub(crate) fn append(&mut self, message: Arc<Message>) {
+        debug_assert_eq!(message.seq, self.head + 1);
+        self.head = message.seq;
+        self.entries.push_back(message);
+        if self.entries.len() > self.limits.max_len {
+            self.pop_front();
+        }
+    }
+
+    /// Drops messages older than the age bound.
+    pub(crate) fn trim(&mut self, now_ms: u64) {
+        let oldest = now_ms.saturating_sub(self.limits.max_age_ms);
+        while self.entries.front().is_some_and(|m| m.time_ms < oldest) {
+            self.pop_front();
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(m) = self.entries.pop_front() {
+            self.floor = m.seq;
+        }
+    }
+
+    /// Decides where a client that last saw `last_event_id` continues.
+    pub(crate) fn resume(&self, last_event_id: Option<&str>) -> Resume {
+        let Some(raw) = last_event_id.filter(|s| !s.is_empty()) else { return Resume::From(self.head) };
+        let reset = |reason| Resume::Reset { head: self.head, reason };
+        match EventId::parse(raw) {
+            None => reset("the last event id is malformed"),
+            Some(id) if id.epoch != self.epoch => reset("the last event id belongs to a history this hub no longer has"),
+            Some(id) if id.seq > self.head => reset("the last event id is ahead of this hub's history"),
+            Some(id) if id.seq < self.floor => reset("the last event id is older than the retained history"),
+            Some(id) => Resume::From(id.seq),
+        }
+    }
+
+    /// Messages after `position` that `who` would have received, in order.
+    pub(crate) fn after(&self, position: u64, who: &Identity) -> Vec<Arc<Message>> {
+        let start = self.entries.partition_point(|m| m.seq <= position);
+        self.entries.range(start..).filter(|m| m.targets.matches(who)).cloned().collect()
+    }
+
+    /// The id of a position, for `id:` lines that are not a message's own.
+    pub(crate) fn id_of(&self, seq: u64) -> String {
+        crate::id::format(&self.epoch, seq, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Targets;
+
+    fn log(max_len: usize) -> Log {
+        Log::new("ep".into(), 0, 0, Vec::new(), HistoryLimits { max_len, max_age_ms: 60_000 })
+    }
+
+    fn push(log: &mut Log, user: &str, time_ms: u64) {
+        let to = Targets { users: vec![user.into()], ..Targets::default() };
+        let seq = log.head + 1;
+        log.append(Arc::new(Message::new("ep", seq, time_ms, to, None, "x".into(), false)));
+    }
+
+    #[test]
+    fn replays_only_what_matches_after_the_position() {
+        let mut log = log(10);
+        for user in ["a", "b", "a", "a"] {
+            push(&mut log, user, 1);
+        }
+        let a = Identity { user: Some("a".into()), ..Identity::default() };
+        let seqs: Vec<u64> = log.after(1, &a).iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, [3, 4]);
+    }
+
+    #[test]
+    fn resets_on_unknown_stale_or_malformed_ids() {
+        let mut log = log(2);
+        for _ in 0..4 {
+            push(&mut log, "a", 1);
+        }
+        assert_eq!(log.resume(None), Resume::From(4));
+        assert_eq!(log.resume(Some("ep-2")), Resume::From(2));
+        assert_eq!(log.resume(Some("ep-3-d")), Resume::From(3));
+        for bad in ["ep-1", "other-3", "ep-9", "nonsense"] {
+            assert!(matches!(log.resume(Some(bad)), Resume::Reset { head: 4, .. }), "{bad}");
+        }
+        log.trim(120_000);
+        assert!(matches!(log.resume(Some("ep-3")), Resume::Reset { .. }));
+        assert_eq!(log.resume(Some("ep-4")), Resume::From(4));
+    }
+}

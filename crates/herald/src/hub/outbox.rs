@@ -1,0 +1,281 @@
+//! One connection's outbound queue, and the response body that drains it.
+//!
+//! Publishers append already-encoded frames (shared [`Bytes`]) and never wait: when a queue
+//! holds more than its byte bound, the connection is closed as too slow (the client resumes
+//! with `Last-Event-ID`) and nobody else is held up. The body takes everything queued at once
+//! and hands it to hyper as one chunk, so a burst costs one wakeup and one write per
+//! connection rather than one per event.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+/// Why a stream ended from the hub's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Kicked by the backend.
+    Kicked,
+    /// Its queue overflowed: the client stopped reading.
+    Slow,
+    /// Its token expired.
+    Expired,
+    /// The hub is shutting down.
+    Shutdown,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Registered for live delivery while replay is prepared: live frames wait here with
+    /// their sequence so the seam can drop those the replay already covers.
+    Holding(Vec<(Option<u64>, Bytes)>),
+    Open,
+    /// Write what is queued, then end the stream.
+    Draining,
+    /// End now, dropping what is queued.
+    Aborted(CloseReason),
+}
+
+#[derive(Debug)]
+struct Inner {
+    queue: VecDeque<Bytes>,
+    queued: usize,
+    state: State,
+    waker: Option<Waker>,
+}
+
+/// The queue of one connection.
+///
+/// A `parking_lot::Mutex` because it is held only to move a few `Bytes` handles, never across
+/// an `.await`, and the waker is woken after the lock is released.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    inner: Mutex<Inner>,
+    limit: usize,
+    /// Set by every write; the heartbeat tick clears it and pings only connections that stayed quiet.
+    wrote: AtomicBool,
+    /// Closes the client's transport when its queue overflows: a client that stopped reading
+    /// never polls the body again, so ending the body alone would not free the socket.
+    kill: Option<CancellationToken>,
+}
+
+impl Outbox {
+    /// A queue bounded to `limit` bytes, holding live frames until [`Outbox::open`].
+    pub(crate) fn new(limit: usize, kill: Option<CancellationToken>) -> Self {
+        Self {
+            kill,
+            inner: Mutex::new(Inner { queue: VecDeque::new(), queued: 0, state: State::Holding(Vec::new()), waker: None }),
+            limit,
+            wrote: AtomicBool::new(true),
+        }
+    }
+
+    /// Appends a frame. `seq` is the message's position, `None` for control frames.
+    ///
+    /// Returns `Ok(true)` when queued (or held), `Ok(false)` when the stream is already ending,
+    /// and `Err(())` when this frame overflowed the queue and closed the connection.
+    pub(crate) fn push(&self, seq: Option<u64>, frame: Bytes) -> Result<bool, ()> {
+        let (result, waker) = {
+            let mut guard = self.inner.lock();
+            let inner = &mut *guard;
+            if matches!(inner.state, State::Draining | State::Aborted(_)) {
+                return Ok(false);
+            }
+            inner.queued += frame.len();
+            if inner.queued > self.limit {
+                inner.queue.clear();
+                inner.queued = 0;
+                inner.state = State::Aborted(CloseReason::Slow);
+                (Err(()), inner.waker.take())
+            } else if let State::Holding(held) = &mut inner.state {
+                held.push((seq, frame));
+                return Ok(true);
+            } else {
+                inner.queue.push_back(frame);
+                (Ok(true), inner.waker.take())
+            }
+        };
+        self.wrote.store(true, Ordering::Relaxed);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        if let (Err(()), Some(kill)) = (result, &self.kill) {
+            kill.cancel();
+        }
+        result
+    }
+
+    /// Ends holding: queues `first` (connect, replay), then the held live frames that come
+    /// after `covered` (the last position the replay included), in arrival order.
+    pub(crate) fn open(&self, first: Vec<Bytes>, covered: u64) {
+        let waker = {
+            let mut inner = self.inner.lock();
+            let inner = &mut *inner;
+            let held = match std::mem::replace(&mut inner.state, State::Open) {
+                State::Holding(held) => held,
+                other => {
+                    inner.state = other;
+                    return;
+                }
+            };
+            inner.queued = 0;
+            for frame in first.into_iter().chain(held.into_iter().filter(|(seq, _)| seq.is_none_or(|s| s > covered)).map(|(_, f)| f)) {
+                inner.queued += frame.len();
+                inner.queue.push_back(frame);
+            }
+            inner.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Queues `last` (past the byte bound: a final word is always allowed), then ends.
+    pub(crate) fn finish(&self, last: Option<Bytes>, reason: CloseReason) {
+        let waker = {
+            let mut inner = self.inner.lock();
+            if matches!(inner.state, State::Draining | State::Aborted(_)) {
+                return;
+            }
+            if let State::Holding(_) = inner.state {
+                // Nothing was sent yet; there is nothing to drain.
+                inner.state = State::Aborted(reason);
+            } else {
+                inner.queue.extend(last);
+                inner.state = State::Draining;
+            }
+            inner.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Queues `frame` only if nothing was written since the last call: one shared tick keeps
+    /// every idle stream alive without a timer per connection.
+    pub(crate) fn keep_alive(&self, frame: Bytes) {
+        if !self.wrote.swap(false, Ordering::Relaxed) {
+            let _ = self.push(None, frame);
+            self.wrote.store(false, Ordering::Relaxed);
+        }
+    }
+
+    fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, CloseReason>>> {
+        let mut inner = self.inner.lock();
+        if let State::Aborted(reason) = inner.state {
+            return Poll::Ready(Some(Err(reason)).filter(|_| reason == CloseReason::Slow));
+        }
+        let frame = match inner.queue.len() {
+            0 => None,
+            1 => inner.queue.pop_front(),
+            _ => {
+                let mut buf = BytesMut::with_capacity(inner.queued);
+                for b in inner.queue.drain(..) {
+                    buf.extend_from_slice(&b);
+                }
+                Some(buf.freeze())
+            }
+        };
+        match frame {
+            Some(frame) => {
+                inner.queued = 0;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            None if matches!(inner.state, State::Draining) => Poll::Ready(None),
+            None => {
+                if !inner.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    inner.waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// The `text/event-stream` body of one connection. Dropping it (the client went away, or the
+/// stream ended) runs `on_close` once, which unregisters the connection.
+pub(crate) struct StreamBody {
+    outbox: Arc<Outbox>,
+    on_close: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl StreamBody {
+    pub(crate) fn new(outbox: Arc<Outbox>, on_close: impl FnOnce() + Send + Sync + 'static) -> Self {
+        Self { outbox, on_close: Some(Box::new(on_close)) }
+    }
+}
+
+impl Drop for StreamBody {
+    fn drop(&mut self) {
+        if let Some(f) = self.on_close.take() {
+            f();
+        }
+    }
+}
+
+/// The error that aborts a stream whose client stopped reading.
+#[derive(Debug, thiserror::Error)]
+#[error("connection closed: its client stopped reading and its queue overflowed")]
+pub(crate) struct SlowClient;
+
+impl Body for StreamBody {
+    type Data = Bytes;
+    type Error = SlowClient;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, SlowClient>>> {
+        match self.outbox.poll_next(cx) {
+            Poll::Ready(Some(Ok(bytes))) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+            Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(SlowClient))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::task::noop_waker_ref;
+
+    fn next(outbox: &Outbox) -> Poll<Option<Result<Bytes, CloseReason>>> {
+        outbox.poll_next(&mut Context::from_waker(noop_waker_ref()))
+    }
+
+    #[test]
+    fn seam_drops_held_frames_the_replay_covered() {
+        let o = Outbox::new(1024, None);
+        o.push(Some(4), Bytes::from_static(b"4")).unwrap();
+        o.push(None, Bytes::from_static(b"c")).unwrap();
+        o.push(Some(6), Bytes::from_static(b"6")).unwrap();
+        o.open(vec![Bytes::from_static(b"r5")], 5);
+        assert_eq!(next(&o), Poll::Ready(Some(Ok(Bytes::from_static(b"r5c6")))));
+        assert!(next(&o).is_pending());
+    }
+
+    #[test]
+    fn overflow_aborts_and_drain_ends() {
+        let o = Outbox::new(4, None);
+        o.open(vec![], 0);
+        assert_eq!(o.push(Some(1), Bytes::from_static(b"abc")), Ok(true));
+        assert_eq!(o.push(Some(2), Bytes::from_static(b"de")), Err(()));
+        assert_eq!(next(&o), Poll::Ready(Some(Err(CloseReason::Slow))));
+
+        let o = Outbox::new(4, None);
+        o.open(vec![], 0);
+        o.push(Some(1), Bytes::from_static(b"a")).unwrap();
+        o.finish(Some(Bytes::from_static(b"bye")), CloseReason::Kicked);
+        assert_eq!(o.push(Some(2), Bytes::from_static(b"x")), Ok(false));
+        assert_eq!(next(&o), Poll::Ready(Some(Ok(Bytes::from_static(b"abye")))));
+        assert_eq!(next(&o), Poll::Ready(None));
+    }
+}

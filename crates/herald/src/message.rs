@@ -1,0 +1,122 @@
+//! What a publisher sends, and the message it becomes.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// The addresses of one publish. Any combination; a connection that matches several of them
+/// receives the message once.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Targets {
+    /// User ids (the `sub` of their tokens).
+    pub users: Vec<String>,
+    /// Login-session ids (the `sid` of their tokens).
+    pub sessions: Vec<String>,
+    /// Tenant ids (the `tenant` of their tokens).
+    pub tenants: Vec<String>,
+    /// Channel names, as joined with `channel=`.
+    pub channels: Vec<String>,
+    /// Every connection of the app.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub all: bool,
+}
+
+impl Targets {
+    /// Whether nothing is addressed.
+    pub fn is_empty(&self) -> bool {
+        !self.all && self.address_count() == 0
+    }
+
+    /// How many addresses are named (`all` aside).
+    pub fn address_count(&self) -> usize {
+        self.users.len() + self.sessions.len() + self.tenants.len() + self.channels.len()
+    }
+
+    /// Whether a connection with this identity receives a message sent to these targets.
+    pub fn matches(&self, who: &Identity) -> bool {
+        fn has(list: &[String], value: &Option<Arc<str>>) -> bool {
+            value.as_deref().is_some_and(|v| list.iter().any(|x| x == v))
+        }
+        self.all
+            || has(&self.users, &who.user)
+            || has(&self.sessions, &who.session)
+            || has(&self.tenants, &who.tenant)
+            || who.channels.iter().any(|c| self.channels.iter().any(|x| **x == **c))
+    }
+}
+
+/// The addressable identity of one connection, from its token and its `channel=` parameters.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    /// `sub`.
+    pub user: Option<Arc<str>>,
+    /// `tenant`.
+    pub tenant: Option<Arc<str>>,
+    /// `sid`.
+    pub session: Option<Arc<str>>,
+    /// Joined channels.
+    pub channels: Vec<Arc<str>>,
+}
+
+/// A publish, as the hub's Rust API takes it.
+#[derive(Debug, Clone, Default)]
+pub struct Publish {
+    /// Who receives it.
+    pub to: Targets,
+    /// SSE event name; `None` fires the client's `message` listener.
+    pub event: Option<String>,
+    /// The payload, sent as-is (split into `data:` lines).
+    pub data: String,
+    /// Store it per addressed user until acknowledged or expired.
+    pub durable: bool,
+    /// Lifetime of a durable message in seconds; the app's default when `None`.
+    pub ttl: Option<u64>,
+}
+
+/// The answer to a publish.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Published {
+    /// The SSE `id:` clients see; ids increase in publish order.
+    pub id: String,
+    /// How many connections of this node the message was handed to.
+    pub delivered: usize,
+}
+
+/// A published message: what history keeps and what every recipient shares.
+#[derive(Debug)]
+pub struct Message {
+    /// Position in the app's sequence.
+    pub seq: u64,
+    /// The SSE id (`<epoch>-<seq>[-d]`).
+    pub id: String,
+    /// Publish time, milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// Who it was addressed to, kept so that replay applies the live rules.
+    pub targets: Targets,
+    /// SSE event name.
+    pub event: Option<String>,
+    /// Payload text.
+    pub data: String,
+    /// Stored per user until acknowledged.
+    pub durable: bool,
+    /// The encoded SSE frame, shared by every recipient.
+    pub frame: Bytes,
+}
+
+impl Message {
+    /// Builds a message and encodes its frame once.
+    pub fn new(epoch: &str, seq: u64, time_ms: u64, targets: Targets, event: Option<String>, data: String, durable: bool) -> Self {
+        let id = crate::id::format(epoch, seq, durable);
+        let frame = crate::sse::event(Some(&id), event.as_deref(), &data);
+        Self { seq, id, time_ms, targets, event, data, durable, frame }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,132 @@
+//! Serving the router: HTTP/1.1 and HTTP/2 (cleartext prior knowledge, or TLS with ALPN) on one
+//! listener, and a graceful shutdown with a deadline.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_rustls::rustls;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use crate::config::{Config, ConfigError};
+use crate::http::ConnectionKill;
+use crate::hub::Hub;
+
+/// Loads the TLS certificate and key of `config`, offering HTTP/2 and HTTP/1.1 by ALPN.
+///
+/// # Errors
+///
+/// A file that cannot be read, or holds no usable certificate or key; the error names the key.
+pub fn tls_acceptor(config: &Config) -> Result<Option<TlsAcceptor>, ConfigError> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else { return Ok(None) };
+    let read = |name: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| ConfigError::new(name, format!("cannot read `{}`: {e}", path.display())))
+    };
+    let certs = rustls_pemfile::certs(&mut read("tls_cert", cert)?.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ConfigError::new("tls_cert", format!("is not a PEM certificate chain: {e}")))?;
+    let key = rustls_pemfile::private_key(&mut read("tls_key", key)?.as_slice())
+        .ok()
+        .flatten()
+        .ok_or_else(|| ConfigError::new("tls_key", "holds no PEM private key"))?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| ConfigError::new("tls_key", format!("does not fit `tls_cert`: {e}")))?;
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Some(TlsAcceptor::from(Arc::new(tls))))
+}
+
+/// Serves `hub` on `listener` until `shutdown` resolves, then stops accepting, ends every
+/// stream with a `retry:` hint, and waits for open requests up to the configured grace period.
+///
+/// # Errors
+///
+/// Only a failure of the listener itself.
+pub async fn serve(listener: TcpListener, hub: Hub, tls: Option<TlsAcceptor>, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+    let router = crate::http::router(hub.clone());
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Duration::from_secs(30));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "Accept failed.");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let builder = builder.clone();
+        let router = router.clone();
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let kill = CancellationToken::new();
+            let service = service(router, remote, kill.clone());
+            let served = async {
+                match tls {
+                    Some(tls) => match tls.accept(stream).await {
+                        Ok(stream) => watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await,
+                        Err(error) => {
+                            tracing::debug!(%error, "TLS handshake failed.");
+                            Ok(())
+                        }
+                    },
+                    None => watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await,
+                }
+            };
+            tokio::select! {
+                result = served => if let Err(error) = result {
+                    tracing::debug!(%error, "Connection ended with an error.");
+                },
+                () = kill.cancelled() => tracing::debug!(%remote, "Closed the transport of a client that stopped reading."),
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("Shutting down: closing streams.");
+    hub.shutdown();
+    let grace = Duration::from_secs(hub.config().shutdown_grace_secs);
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(grace_secs = grace.as_secs(), "Grace period over; closing the remaining connections.");
+    }
+    Ok(())
+}
+
+/// The per-connection service: the router, with the remote address and the kill switch in
+/// every request's extensions.
+fn service(
+    router: Router,
+    remote: SocketAddr,
+    kill: CancellationToken,
+) -> impl hyper::service::Service<
+    http::Request<Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = tower::util::Oneshot<Router, http::Request<Body>>,
+> + Clone {
+    hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(remote));
+        request.extensions_mut().insert(ConnectionKill(kill.clone()));
+        router.clone().oneshot(request.map(Body::new))
+    })
+}

@@ -1,0 +1,386 @@
+//! The embedded default: one SQLite file in WAL mode, written by one thread.
+//!
+//! Every operation is a command on a bounded queue to the writer thread, which applies what is
+//! queued in one transaction and answers everyone after the commit (group commit): a thousand
+//! concurrent durable publishes cost one fsync, not a thousand. With `synchronous=NORMAL` a
+//! committed message survives a killed process; `store_sync = "full"` also survives a power
+//! loss. The file is opened in exclusive locking mode, so a second hub on the same file fails
+//! at start instead of forking the sequence.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+
+use futures_util::future::{BoxFuture, FutureExt};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction};
+use tokio::sync::oneshot;
+
+use super::{Acked, Commit, DurableFor, HistoryLimits, MessageQuery, Opened, Store, StoreError, StoredMessage, UnreadChange, UserMessage};
+use crate::config::StoreSync;
+use crate::message::{now_ms, Message};
+
+/// Commands queued beyond this make appends fail with [`StoreError::Overloaded`].
+const QUEUE: usize = 65_536;
+/// Most commands applied in one transaction.
+const BATCH: usize = 4_096;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS app (
+    id TEXT PRIMARY KEY, epoch TEXT NOT NULL, head INTEGER NOT NULL, floor INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS history (
+    app TEXT NOT NULL, seq INTEGER NOT NULL, time_ms INTEGER NOT NULL, targets TEXT NOT NULL,
+    event TEXT, data TEXT NOT NULL, durable INTEGER NOT NULL, PRIMARY KEY (app, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS inbox (
+    app TEXT NOT NULL, user TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL, event TEXT,
+    data TEXT NOT NULL, created_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL, read_ms INTEGER,
+    PRIMARY KEY (app, user, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS inbox_expiry ON inbox (expires_ms);
+";
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+enum Command {
+    Open { app: String, limits: HistoryLimits, reply: Reply<Opened> },
+    Append { app: String, message: Arc<Message>, durable: Option<DurableFor>, reply: Reply<Vec<UnreadChange>> },
+    Ack { app: String, user: String, seqs: Vec<u64>, reply: Reply<Acked> },
+    Unread { app: String, user: String, reply: Reply<u64> },
+    Pending { app: String, user: String, up_to: u64, reply: Reply<Vec<UserMessage>> },
+    Messages { app: String, user: String, query: MessageQuery, reply: Reply<Vec<UserMessage>> },
+    Sweep { now_ms: u64, reply: Reply<Vec<UnreadChange>> },
+}
+
+/// A handle to the writer thread; cheap to share.
+pub struct SqliteStore {
+    tx: SyncSender<Command>,
+}
+
+impl SqliteStore {
+    /// Opens (creating when missing) the store file and starts its writer thread.
+    ///
+    /// # Errors
+    ///
+    /// The file is locked by another process, corrupt, or cannot be created.
+    pub fn open(path: &Path, sync: StoreSync) -> Result<Self, StoreError> {
+        let conn = open_connection(path, sync)?;
+        let (tx, rx) = sync_channel(QUEUE);
+        let path = path.to_path_buf();
+        std::thread::Builder::new()
+            .name("herald-store".into())
+            .spawn(move || Writer { conn, path, limits: HashMap::new() }.run(rx))
+            .map_err(|e| StoreError::Failed(e.to_string()))?;
+        Ok(Self { tx })
+    }
+
+    /// Queues a command without waiting; the future resolves with the writer's answer.
+    fn enqueue<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<BoxFuture<'static, Result<T, StoreError>>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.try_send(make(reply)).map_err(|e| match e {
+            TrySendError::Full(_) => StoreError::Overloaded,
+            TrySendError::Disconnected(_) => writer_stopped(),
+        })?;
+        Ok(async move { rx.await.unwrap_or_else(|_| Err(writer_stopped())) }.boxed())
+    }
+
+    fn send<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Command) -> BoxFuture<'static, Result<T, StoreError>> {
+        self.enqueue(make).unwrap_or_else(|e| futures_util::future::ready(Err(e)).boxed())
+    }
+}
+
+fn writer_stopped() -> StoreError {
+    StoreError::Failed("the store writer stopped".into())
+}
+
+fn open_connection(path: &Path, sync: StoreSync) -> Result<Connection, StoreError> {
+    let shown = path.display().to_string();
+    let classify = |e: rusqlite::Error| match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Locked(shown.clone()),
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StoreError::Corrupt(shown.clone(), e.to_string()),
+        Some(ErrorCode::DiskFull) => StoreError::DiskFull,
+        _ => StoreError::Failed(format!("`{shown}`: {e}")),
+    };
+    let conn = Connection::open(path).map_err(classify)?;
+    let synchronous = match sync {
+        StoreSync::Normal => "NORMAL",
+        StoreSync::Full => "FULL",
+    };
+    // Exclusive locking is taken by the first write, which the schema statement performs.
+    conn.execute_batch(&format!(
+        "PRAGMA busy_timeout = 200; PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = WAL; \
+         PRAGMA synchronous = {synchronous}; BEGIN IMMEDIATE; {SCHEMA} COMMIT;"
+    ))
+    .map_err(classify)?;
+    Ok(conn)
+}
+
+fn failed(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => StoreError::DiskFull,
+        _ => StoreError::Failed(e.to_string()),
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    path: PathBuf,
+    limits: HashMap<String, HistoryLimits>,
+}
+
+/// An answer that waits for the commit.
+type Deferred = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+
+impl Writer {
+    fn run(mut self, rx: Receiver<Command>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            batch.extend(rx.try_iter().take(BATCH - 1));
+            self.apply(batch);
+        }
+        tracing::debug!(path = %self.path.display(), "Store writer stopped.");
+    }
+
+    /// Applies a batch in one transaction, then answers every command.
+    fn apply(&mut self, batch: Vec<Command>) {
+        let mut answers: Vec<Deferred> = Vec::with_capacity(batch.len());
+        let outcome = (|| {
+            let tx = self.conn.transaction().map_err(failed)?;
+            for command in batch {
+                answers.push(execute(&tx, &mut self.limits, command));
+            }
+            tx.commit().map_err(failed)
+        })();
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, "Store commit failed.");
+        }
+        for answer in answers {
+            answer(outcome.as_ref().err());
+        }
+    }
+}
+
+/// Runs one command inside the batch's transaction and returns how to answer it.
+fn execute(tx: &Transaction<'_>, limits: &mut HashMap<String, HistoryLimits>, command: Command) -> Deferred {
+    fn answer<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> Deferred {
+        Box::new(move |commit_error| {
+            let _ = reply.send(match commit_error {
+                Some(e) => Err(e.clone()),
+                None => result,
+            });
+        })
+    }
+    match command {
+        Command::Open { app, limits: l, reply } => {
+            limits.insert(app.clone(), l);
+            answer(reply, open_app(tx, &app, l))
+        }
+        Command::Append { app, message, durable, reply } => answer(reply, append(tx, &app, &message, durable)),
+        Command::Ack { app, user, seqs, reply } => answer(reply, ack(tx, &app, &user, &seqs)),
+        Command::Unread { app, user, reply } => answer(reply, unread(tx, &app, &user, now_ms()).map_err(failed)),
+        Command::Pending { app, user, up_to, reply } => answer(reply, pending(tx, &app, &user, up_to)),
+        Command::Messages { app, user, query, reply } => answer(reply, messages(tx, &app, &user, query)),
+        Command::Sweep { now_ms, reply } => answer(reply, sweep(tx, limits, now_ms)),
+    }
+}
+
+fn open_app(tx: &Transaction<'_>, app: &str, limits: HistoryLimits) -> Result<Opened, StoreError> {
+    let row = tx
+        .query_row("SELECT epoch, head, floor FROM app WHERE id = ?1", [app], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?, r.get::<_, u64>(2)?))
+        })
+        .optional()
+        .map_err(failed)?;
+    let (epoch, head, floor) = match row {
+        Some(row) => row,
+        None => {
+            let epoch = crate::id::random_token(6);
+            tx.execute("INSERT INTO app (id, epoch, head, floor) VALUES (?1, ?2, 0, 0)", params![app, epoch]).map_err(failed)?;
+            (epoch, 0, 0)
+        }
+    };
+    trim_history(tx, app, limits, head, now_ms())?;
+    let floor = floor.max(tx.query_row("SELECT floor FROM app WHERE id = ?1", [app], |r| r.get(0)).map_err(failed)?);
+    let mut stmt = tx
+        .prepare("SELECT seq, time_ms, targets, event, data, durable FROM history WHERE app = ?1 AND seq > ?2 ORDER BY seq")
+        .map_err(failed)?;
+    let history = stmt
+        .query_map(params![app, floor], |r| {
+            Ok(StoredMessage {
+                seq: r.get(0)?,
+                time_ms: r.get(1)?,
+                targets: serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or_default(),
+                event: r.get(3)?,
+                data: r.get(4)?,
+                durable: r.get(5)?,
+            })
+        })
+        .map_err(failed)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(failed)?;
+    Ok(Opened { epoch, head, floor, history })
+}
+
+/// Drops history past its bounds and records the new floor.
+fn trim_history(tx: &Transaction<'_>, app: &str, limits: HistoryLimits, head: u64, now: u64) -> Result<(), StoreError> {
+    let by_count = head.saturating_sub(limits.max_len as u64);
+    let by_age: u64 = tx
+        .query_row(
+            "SELECT COALESCE(MAX(seq), 0) FROM history WHERE app = ?1 AND time_ms < ?2",
+            params![app, now.saturating_sub(limits.max_age_ms)],
+            |r| r.get(0),
+        )
+        .map_err(failed)?;
+    let floor = by_count.max(by_age);
+    tx.execute("DELETE FROM history WHERE app = ?1 AND seq <= ?2", params![app, floor]).map_err(failed)?;
+    tx.execute("UPDATE app SET floor = MAX(floor, ?2) WHERE id = ?1", params![app, floor]).map_err(failed)?;
+    Ok(())
+}
+
+fn append(tx: &Transaction<'_>, app: &str, m: &Message, durable: Option<DurableFor>) -> Result<Vec<UnreadChange>, StoreError> {
+    let targets = serde_json::to_string(&m.targets).map_err(|e| StoreError::Failed(e.to_string()))?;
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO history (app, seq, time_ms, targets, event, data, durable) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .and_then(|mut s| s.execute(params![app, m.seq, m.time_ms, targets, m.event, m.data, m.durable]))
+    .map_err(failed)?;
+    tx.prepare_cached("UPDATE app SET head = MAX(head, ?2) WHERE id = ?1")
+        .and_then(|mut s| s.execute(params![app, m.seq]))
+        .map_err(failed)?;
+    let Some(durable) = durable else { return Ok(Vec::new()) };
+    let now = now_ms();
+    let mut insert = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO inbox (app, user, seq, id, event, data, created_ms, expires_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .map_err(failed)?;
+    let mut changes = Vec::with_capacity(durable.users.len());
+    for user in durable.users {
+        insert.execute(params![app, user, m.seq, m.id, m.event, m.data, m.time_ms, durable.expires_ms]).map_err(failed)?;
+        let unread = unread(tx, app, &user, now).map_err(failed)?;
+        changes.push(UnreadChange { app: app.to_string(), user, unread });
+    }
+    Ok(changes)
+}
+
+fn unread(tx: &Transaction<'_>, app: &str, user: &str, now: u64) -> rusqlite::Result<u64> {
+    tx.prepare_cached("SELECT COUNT(*) FROM inbox WHERE app = ?1 AND user = ?2 AND read_ms IS NULL AND expires_ms > ?3")?
+        .query_row(params![app, user, now], |r| r.get(0))
+}
+
+fn ack(tx: &Transaction<'_>, app: &str, user: &str, seqs: &[u64]) -> Result<Acked, StoreError> {
+    let now = now_ms();
+    let mut update = tx
+        .prepare_cached(
+            "UPDATE inbox SET read_ms = ?4 WHERE app = ?1 AND user = ?2 AND seq = ?3 AND read_ms IS NULL AND expires_ms > ?4",
+        )
+        .map_err(failed)?;
+    let mut acked = 0;
+    for seq in seqs {
+        acked += update.execute(params![app, user, seq, now]).map_err(failed)? as u64;
+    }
+    Ok(Acked { acked, unread: unread(tx, app, user, now).map_err(failed)? })
+}
+
+fn user_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserMessage> {
+    Ok(UserMessage {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        event: r.get(2)?,
+        data: r.get(3)?,
+        created_ms: r.get(4)?,
+        expires_ms: r.get(5)?,
+        read_ms: r.get(6)?,
+    })
+}
+
+const USER_MESSAGE_COLUMNS: &str = "seq, id, event, data, created_ms, expires_ms, read_ms";
+
+fn pending(tx: &Transaction<'_>, app: &str, user: &str, up_to: u64) -> Result<Vec<UserMessage>, StoreError> {
+    let mut stmt = tx
+        .prepare_cached(&format!(
+            "SELECT {USER_MESSAGE_COLUMNS} FROM inbox WHERE app = ?1 AND user = ?2 AND seq <= ?3 \
+             AND read_ms IS NULL AND expires_ms > ?4 ORDER BY seq"
+        ))
+        .map_err(failed)?;
+    let rows = stmt.query_map(params![app, user, up_to, now_ms()], user_message).map_err(failed)?;
+    rows.collect::<Result<_, _>>().map_err(failed)
+}
+
+fn messages(tx: &Transaction<'_>, app: &str, user: &str, q: MessageQuery) -> Result<Vec<UserMessage>, StoreError> {
+    let mut stmt = tx
+        .prepare_cached(&format!(
+            "SELECT {USER_MESSAGE_COLUMNS} FROM inbox WHERE app = ?1 AND user = ?2 AND seq < ?3 AND expires_ms > ?4 \
+             AND (?5 = 0 OR read_ms IS NULL) ORDER BY seq DESC LIMIT ?6"
+        ))
+        .map_err(failed)?;
+    let before = q.before.unwrap_or(i64::MAX as u64);
+    let rows = stmt
+        .query_map(params![app, user, before, now_ms(), q.unread_only, q.limit as u64], user_message)
+        .map_err(failed)?;
+    rows.collect::<Result<_, _>>().map_err(failed)
+}
+
+fn sweep(tx: &Transaction<'_>, limits: &HashMap<String, HistoryLimits>, now: u64) -> Result<Vec<UnreadChange>, StoreError> {
+    let mut affected = tx
+        .prepare("SELECT DISTINCT app, user FROM inbox WHERE expires_ms <= ?1 AND read_ms IS NULL")
+        .map_err(failed)?
+        .query_map([now], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .map_err(failed)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(failed)?;
+    affected.sort();
+    tx.execute("DELETE FROM inbox WHERE expires_ms <= ?1", [now]).map_err(failed)?;
+    for (app, l) in limits {
+        let head: u64 = tx.query_row("SELECT head FROM app WHERE id = ?1", [app], |r| r.get(0)).map_err(failed)?;
+        trim_history(tx, app, *l, head, now)?;
+    }
+    affected
+        .into_iter()
+        .map(|(app, user)| {
+            let unread = unread(tx, &app, &user, now).map_err(failed)?;
+            Ok(UnreadChange { app, user, unread })
+        })
+        .collect()
+}
+
+impl Store for SqliteStore {
+    fn open_app(&self, app: &str, limits: HistoryLimits) -> BoxFuture<'static, Result<Opened, StoreError>> {
+        let app = app.to_string();
+        self.send(|reply| Command::Open { app, limits, reply })
+    }
+
+    fn append(&self, app: &str, message: Arc<Message>, durable: Option<DurableFor>) -> Result<Commit, StoreError> {
+        let app = app.to_string();
+        self.enqueue(|reply| Command::Append { app, message, durable, reply })
+    }
+
+    fn ack(&self, app: &str, user: &str, seqs: Vec<u64>) -> BoxFuture<'static, Result<Acked, StoreError>> {
+        let (app, user) = (app.to_string(), user.to_string());
+        self.send(|reply| Command::Ack { app, user, seqs, reply })
+    }
+
+    fn unread(&self, app: &str, user: &str) -> BoxFuture<'static, Result<u64, StoreError>> {
+        let (app, user) = (app.to_string(), user.to_string());
+        self.send(|reply| Command::Unread { app, user, reply })
+    }
+
+    fn pending(&self, app: &str, user: &str, up_to: u64) -> BoxFuture<'static, Result<Vec<UserMessage>, StoreError>> {
+        let (app, user) = (app.to_string(), user.to_string());
+        self.send(|reply| Command::Pending { app, user, up_to, reply })
+    }
+
+    fn messages(&self, app: &str, user: &str, query: MessageQuery) -> BoxFuture<'static, Result<Vec<UserMessage>, StoreError>> {
+        let (app, user) = (app.to_string(), user.to_string());
+        self.send(|reply| Command::Messages { app, user, query, reply })
+    }
+
+    fn sweep(&self, now_ms: u64) -> BoxFuture<'static, Result<Vec<UnreadChange>, StoreError>> {
+        self.send(|reply| Command::Sweep { now_ms, reply })
+    }
+}
