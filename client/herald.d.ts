@@ -32,9 +32,13 @@ export interface StateInfo {
 }
 
 type StateEvent = "open" | "reconnecting" | "closed";
+/** May return a promise: a durable message is acknowledged once it resolves. */
 export type Listener = (event: HeraldEvent) => unknown;
 export type StateListener = (info: StateInfo) => void;
-export type Listeners = { [event: string]: Listener | StateListener };
+/** Event names to listeners: "open", "reconnecting" and "closed" get a StateInfo, others a HeraldEvent. */
+export type Listeners<T = Record<string, unknown>> = {
+  [K in keyof T]: K extends StateEvent ? StateListener : Listener;
+};
 
 export interface ConnectOptions {
   /** The subscriber JWT. */
@@ -88,9 +92,9 @@ export interface Connection {
 
   on(event: StateEvent, fn: StateListener): this;
   on(event: string, fn: Listener): this;
-  on(listeners: Listeners): this;
+  on<T>(listeners: Listeners<T>): this;
   off(event: string, fn: Listener | StateListener): this;
-  off(listeners: Listeners): this;
+  off<T>(listeners: Listeners<T>): this;
 
   /** True while events are flowing (state "open"). */
   isActive(): boolean;
@@ -110,4 +114,4 @@ export interface Connection {
   close(reason?: string): void;
 }
 
-export declare function connect(url: string, listeners?: Listeners, options?: ConnectOptions): Promise<Connection>;
+export declare function connect<T>(url: string, listeners?: Listeners<T>, options?: ConnectOptions): Promise<Connection>;
