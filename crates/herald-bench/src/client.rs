@@ -13,7 +13,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::http::{parse_head, Chunked};
 use crate::sse::{Event, Parser};
-use crate::stats::{histogram_pairs, new_histogram, SeenWindow, Tally};
+use crate::stats::{histogram_pairs, new_histogram, Seen, Tally};
 use crate::targets::Target;
 
 const READ_BUF: usize = 2048;
@@ -93,7 +93,7 @@ impl Shared {
         c[generation as usize] += 1;
     }
 
-    fn on_message(&self, data: &str, seen: &mut SeenWindow) {
+    fn on_message(&self, data: &str, seen: &mut Seen) {
         let Ok(msg) = serde_json::from_str::<Msg>(data) else {
             return; // hub control events such as herald.connected
         };
@@ -124,7 +124,7 @@ enum Ended {
 
 /// Runs subscriber `index` until the phase channel closes or its stream breaks.
 pub async fn run(shared: Rc<Shared>, index: u32, path: String, mut phase: watch::Receiver<Phase>) {
-    let mut seen = SeenWindow::default();
+    let mut seen = Seen::default();
     let mut last_id = String::new();
     loop {
         let current = *phase.borrow_and_update();
@@ -229,7 +229,7 @@ async fn open(
 async fn read(
     shared: &Shared,
     opened: Opened,
-    seen: &mut SeenWindow,
+    seen: &mut Seen,
     last_id: &mut String,
     phase: &mut watch::Receiver<Phase>,
 ) -> Ended {

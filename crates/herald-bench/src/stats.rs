@@ -1,6 +1,6 @@
 //! Delivery accounting shared by workers and the coordinator: latency histograms (sent between
 //! processes as value/count pairs, which needs no serialization feature of `hdrhistogram`),
-//! counters, and the per-subscriber duplicate window.
+//! counters, and the set of message numbers each stream has seen.
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -76,39 +76,29 @@ pub fn histogram_pairs(h: &Histogram<u64>) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// Recognizes repeated message numbers on one stream. Numbers run per stream (per channel or
-/// per user), so a sliding window of 64 is enough to tolerate reordering among concurrent
-/// publishes; a number older than the window counts as a duplicate.
-#[derive(Debug, Clone, Copy)]
-pub struct SeenWindow {
-    max: i64,
-    /// Bit k set: `max - k` was seen.
-    mask: u64,
+/// Message numbers seen on one stream. Numbers run per stream (per channel or per user) from 0,
+/// so a bitset is exact whatever the order of arrival and costs one bit per message.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    bits: Vec<u64>,
 }
 
-impl Default for SeenWindow {
-    fn default() -> Self {
-        SeenWindow { max: -1, mask: 0 }
-    }
-}
+/// Numbers beyond this are not ours: they count as duplicates instead of growing the set.
+const MAX_N: u64 = 1 << 24;
 
-impl SeenWindow {
+impl Seen {
     /// True when `n` is seen for the first time.
     pub fn first_time(&mut self, n: u64) -> bool {
-        let n = n as i64;
-        if n > self.max {
-            let shift = n - self.max;
-            self.mask = if shift >= 64 { 0 } else { self.mask << shift };
-            self.mask |= 1;
-            self.max = n;
-            return true;
-        }
-        let back = self.max - n;
-        if back >= 64 || self.mask & (1 << back) != 0 {
+        if n >= MAX_N {
             return false;
         }
-        self.mask |= 1 << back;
-        true
+        let (word, bit) = ((n / 64) as usize, 1u64 << (n % 64));
+        if word >= self.bits.len() {
+            self.bits.resize(word + 1, 0);
+        }
+        let new = self.bits[word] & bit == 0;
+        self.bits[word] |= bit;
+        new
     }
 }
 
@@ -172,14 +162,13 @@ mod tests {
     }
 
     #[test]
-    fn seen_window() {
-        let mut w = SeenWindow::default();
+    fn seen_set() {
+        let mut w = Seen::default();
         assert!(w.first_time(0));
-        assert!(w.first_time(2));
-        assert!(w.first_time(1)); // reordered, not a duplicate
-        assert!(!w.first_time(1));
-        assert!(!w.first_time(2));
         assert!(w.first_time(200));
-        assert!(!w.first_time(3)); // far behind the window
+        assert!(w.first_time(1)); // late, not a duplicate
+        assert!(!w.first_time(1));
+        assert!(!w.first_time(200));
+        assert!(!w.first_time(MAX_N));
     }
 }

@@ -39,7 +39,7 @@ pub struct Common {
     #[arg(long, default_value_t = 200)]
     pub connect_concurrency: usize,
     /// Keep-alive connections of the publisher.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 16)]
     pub publish_conns: usize,
 }
 
