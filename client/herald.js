@@ -8,6 +8,8 @@ const STATE_EVENTS = new Set(["open", "reconnecting", "closed"]);
 const ID_LESS = new Set(["herald.unread", "herald.kicked", "herald.ping"]);
 const ALWAYS_LISTENED = ["message", "herald.connected", "herald.reset", ...ID_LESS];
 
+const POLL_GRACE_SECS = 15;
+
 const DEFAULTS = {
   shared: true,
   autoAck: true,
@@ -226,6 +228,19 @@ function needsJson(body) {
 function reportError(error) {
   if (typeof globalThis.reportError === "function") globalThis.reportError(error);
   else console.error(error);
+}
+
+/** An AbortSignal that follows `signal` and also aborts after `ms`; call `clear()` when done. */
+function deadline(signal, ms) {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(new DOMException("timed out", "TimeoutError")), ms);
+  const follow = () => controller.abort(signal.reason);
+  signal.addEventListener("abort", follow, { once: true });
+  const clear = () => {
+    clearTimeout(timer);
+    signal.removeEventListener("abort", follow);
+  };
+  return { signal: controller.signal, clear };
 }
 
 function delay(ms, signal) {
@@ -728,16 +743,24 @@ class Connection {
   }
 
   async #pollOnce(signal, first) {
+    // The first call answers at once so that "open" is not held back by a long poll.
+    const wait = first ? 0 : this.#opts.pollTimeout;
     const url = this.#hubUrl("/poll", {
       ...this.#subscription(),
       lastEventId: this.#position,
-      // The first call answers at once so that "open" is not held back by a long poll.
-      timeout: first ? "0" : String(this.#opts.pollTimeout),
+      timeout: String(wait),
     });
     if (first) await this.#refreshToken();
-    const res = await this.#fetch(url, { signal });
-    if (!res.ok) throw new Error(`herald: GET /poll answered ${res.status}`);
-    const body = await res.json();
+    // A hub (or proxy) that never answers must not stall polling forever.
+    const limit = deadline(signal, (wait + POLL_GRACE_SECS) * 1000);
+    let body;
+    try {
+      const res = await this.#fetch(url, { signal: limit.signal });
+      if (!res.ok) throw new Error(`herald: GET /poll answered ${res.status}`);
+      body = await res.json();
+    } finally {
+      limit.clear();
+    }
     for (const record of body.events ?? []) this.#receive(record);
     if (body.lastEventId) {
       this.#position = body.reset ? positionOf(body.lastEventId) : advancePosition(this.#position, body.lastEventId);
