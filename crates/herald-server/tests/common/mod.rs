@@ -1,0 +1,232 @@
+//! Shared test support: a real hub on port 0 (in-process, or the `herald` binary as a child
+//! process), tokens, and an SSE client that waits on events with timeouts.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use eventsource_stream::{Event, Eventsource};
+use futures_util::{Stream, StreamExt};
+use herald::config::{AppConfig, Config, StoreKind};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+pub const API_KEY: &str = "test-api-key-0123456789";
+pub const JWT_SECRET: &str = "test-jwt-secret-0123456789";
+/// How long any wait in a test may take before it fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A configuration with the default app keyed for tests, on the memory store.
+pub fn config() -> Config {
+    Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        store: StoreKind::Memory,
+        app: AppConfig { api_key: Some(API_KEY.into()), jwt_secret: Some(JWT_SECRET.into()), ..AppConfig::default() },
+        ..Config::default()
+    }
+}
+
+/// A hub served in-process on 127.0.0.1:0.
+pub struct TestHub {
+    pub hub: herald::Hub,
+    pub base: String,
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestHub {
+    pub async fn start(config: Config) -> Self {
+        let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tls = herald::server::tls_acceptor(&config).unwrap();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let hub = herald::Hub::new(config).await.unwrap();
+        let (stop, stopped) = oneshot::channel();
+        let done = tokio::spawn(herald::server::serve(listener, hub.clone(), tls, async {
+            let _ = stopped.await;
+        }));
+        Self { hub, base: format!("{scheme}://{addr}"), addr, stop: Some(stop), done: Some(done) }
+    }
+
+    /// Triggers graceful shutdown and waits for the server to return.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(WAIT, self.done.take().unwrap()).await.expect("shutdown timed out").unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+}
+
+/// An HS256 token with these claims, signed with `secret`.
+pub fn token_with(secret: &str, claims: Value) -> String {
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())).unwrap()
+}
+
+/// A valid token for `user` with extra claims merged in (`tenant`, `sid`, `channels`...).
+pub fn token(user: &str, extra: Value) -> String {
+    let mut claims = json!({ "sub": user, "exp": now_secs() + 3600, "channels": ["*"] });
+    if let (Some(c), Some(e)) = (claims.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            c.insert(k.clone(), v.clone());
+        }
+    }
+    token_with(JWT_SECRET, claims)
+}
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().build().unwrap()
+}
+
+/// POSTs a publish with the test API key; returns (status, body).
+pub async fn publish(base: &str, body: Value) -> (u16, Value) {
+    let r = client().post(format!("{base}/api/publish")).bearer_auth(API_KEY).json(&body).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// GETs an API path with the test API key.
+pub async fn api_get(base: &str, path: &str) -> (u16, Value) {
+    let r = client().get(format!("{base}{path}")).bearer_auth(API_KEY).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// An open SSE stream, parsed by an independent parser (`eventsource-stream`).
+pub struct Sse {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    events: std::pin::Pin<Box<dyn Stream<Item = Result<Event, String>> + Send>>,
+}
+
+impl Sse {
+    /// Opens `GET {base}/events?{query}`; `last_event_id` goes in the header.
+    pub async fn open(base: &str, query: &str, last_event_id: Option<&str>) -> Sse {
+        Self::open_with(&client(), base, query, last_event_id).await
+    }
+
+    pub async fn open_with(client: &reqwest::Client, base: &str, query: &str, last_event_id: Option<&str>) -> Sse {
+        let mut request = client.get(format!("{base}/events?{query}"));
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = tokio::time::timeout(WAIT, request.send()).await.expect("connect timed out").unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let events = response.bytes_stream().eventsource().map(|r| r.map_err(|e| e.to_string())).boxed();
+        Sse { status, headers, events }
+    }
+
+    /// The next event (comments are skipped by the parser); panics after [`WAIT`].
+    pub async fn next(&mut self) -> Event {
+        self.try_next(WAIT).await.expect("no event before the timeout")
+    }
+
+    /// The next event within `timeout`, or `None` if the stream ended or stayed silent.
+    pub async fn try_next(&mut self, timeout: Duration) -> Option<Event> {
+        match tokio::time::timeout(timeout, self.events.next()).await {
+            Ok(Some(Ok(event))) => Some(event),
+            Ok(Some(Err(e))) => panic!("stream error: {e}"),
+            Ok(None) | Err(_) => None,
+        }
+    }
+
+    /// The next event that is not a `herald.*` control event.
+    pub async fn next_message(&mut self) -> Event {
+        loop {
+            let event = self.next().await;
+            if !event.event.starts_with("herald.") {
+                return event;
+            }
+        }
+    }
+
+    /// Skips events until one named `name` arrives.
+    pub async fn until(&mut self, name: &str) -> Event {
+        loop {
+            let event = self.next().await;
+            if event.event == name {
+                return event;
+            }
+        }
+    }
+
+    /// Waits for the stream to end; panics if it stays open past [`WAIT`].
+    pub async fn ended(&mut self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.next()).await {
+                Ok(None) | Ok(Some(Err(_))) => return,
+                Ok(Some(Ok(_))) => continue,
+                Err(_) => panic!("stream did not end"),
+            }
+        }
+    }
+}
+
+/// The `herald` binary as a child process, for restarts and `kill -9`.
+pub struct Process {
+    pub child: tokio::process::Child,
+    pub base: String,
+}
+
+impl Process {
+    /// Starts `herald serve` on a free port with the test keys and the SQLite file `store`.
+    pub async fn start(store: &Path, extra_env: &[(&str, &str)]) -> Process {
+        let port = free_port();
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+        command
+            .arg("serve")
+            .env_clear()
+            .env("HERALD_LISTEN", format!("127.0.0.1:{port}"))
+            .env("HERALD_API_KEY", API_KEY)
+            .env("HERALD_JWT_SECRET", JWT_SECRET)
+            .env("HERALD_STORE", store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for (k, v) in extra_env {
+            command.env(k, v);
+        }
+        let child = command.spawn().expect("spawn herald");
+        let base = format!("http://127.0.0.1:{port}");
+        wait_healthy(&base).await;
+        Process { child, base }
+    }
+
+    /// `kill -9`.
+    pub async fn kill9(&mut self) {
+        self.child.kill().await.unwrap();
+    }
+}
+
+/// Polls `/healthz` until it answers, within [`WAIT`] (waiting on the server being up).
+pub async fn wait_healthy(base: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Ok(r) = client().get(format!("{base}/healthz")).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "server at {base} did not become healthy");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn temp_db(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("herald.db")
+}
