@@ -22,7 +22,11 @@ after(async () => {
 
 test("published events reach listeners, named and unnamed, in order", async () => {
   const context = await browser.newContext();
-  const page = await openClient(context, hub, { token: hub.token("alice"), events: ["message", "ALERT", "orders"] });
+  const page = await openClient(context, hub, {
+    token: hub.token("alice"),
+    options: { channels: ["orders.1"] },
+    events: ["message", "ALERT", "orders"],
+  });
   await waitOpen(page);
   const info = await page.evaluate(() => ({ user: window.conn.user, id: window.conn.connectionId }));
   assert.equal(info.user, "alice");
