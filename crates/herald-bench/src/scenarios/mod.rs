@@ -130,19 +130,22 @@ pub async fn broadcast(
     let (mut fleet, connected) = common.fleet(Mode::Channel, 0, subscribers).await?;
     add_connected(r, &connected);
     let before = common.sample();
+    let bench_before = proc::sample(std::process::id()).ok();
     let published = common
         .publish(vec![To::Channel; messages], rate, false)
         .await;
     let expected = published.ok * connected.ok as u64;
     let tally = fleet.wait_for(expected, QUIET).await?;
-    if let (Some(b), Some(a)) = (before, common.sample()) {
-        let cpu = a.cpu_us.saturating_sub(b.cpu_us) as f64;
-        r.add(
-            "server_cpu_per_delivery",
-            cpu / tally.unique.max(1) as f64,
-            "µs",
-            "lower",
-        );
+    let per_delivery = |b: Option<proc::Sample>, a: Option<proc::Sample>| {
+        let (b, a) = (b?, a?);
+        Some(a.cpu_us.saturating_sub(b.cpu_us) as f64 / tally.unique.max(1) as f64)
+    };
+    if let Some(cpu) = per_delivery(before, common.sample()) {
+        r.add("server_cpu_per_delivery", cpu, "µs", "lower");
+    }
+    // The load generator shares the cores: its own cost shows whether it was the bottleneck.
+    if let Some(cpu) = per_delivery(bench_before, proc::sample(std::process::id()).ok()) {
+        r.add("bench_cpu_per_delivery", cpu, "µs", "");
     }
     add_delivery(r, expected, &tally, &published);
     Ok((tally, published))
