@@ -48,14 +48,20 @@ pub fn tls_acceptor(config: &Config) -> Result<Option<TlsAcceptor>, ConfigError>
     Ok(Some(TlsAcceptor::from(Arc::new(tls))))
 }
 
-/// Serves `hub` on `listener` until `shutdown` resolves, then stops accepting, ends every
-/// stream with a `retry:` hint, and waits for open requests up to the configured grace period.
+/// Serves `router` (the hub's own, or an application's that mounts it) on `listener` until
+/// `shutdown` resolves, then stops accepting, ends every stream of `hub` with a `retry:` hint,
+/// and waits for open requests up to the configured grace period.
 ///
 /// # Errors
 ///
 /// Only a failure of the listener itself.
-pub async fn serve(listener: TcpListener, hub: Hub, tls: Option<TlsAcceptor>, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-    let router = crate::http::router(hub.clone());
+pub async fn serve(
+    listener: TcpListener,
+    hub: Hub,
+    router: Router,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
     builder.http2().timer(TokioTimer::new()).keep_alive_interval(Duration::from_secs(30));

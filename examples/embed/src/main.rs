@@ -38,7 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("Listening on http://{}", listener.local_addr()?);
     // `herald::server::serve` adds HTTP/2, TLS and stream-aware graceful shutdown; a plain
     // `axum::serve` works too.
-    herald::server::serve(listener, hub, None, async {
+    herald::server::serve(listener, hub, app, None, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;

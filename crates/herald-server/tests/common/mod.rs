@@ -45,7 +45,7 @@ impl TestHub {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let hub = herald::Hub::new(config).await.unwrap();
         let (stop, stopped) = oneshot::channel();
-        let done = tokio::spawn(herald::server::serve(listener, hub.clone(), tls, async {
+        let done = tokio::spawn(herald::server::serve(listener, hub.clone(), herald::http::router(hub.clone()), tls, async {
             let _ = stopped.await;
         }));
         Self { hub, base: format!("{scheme}://{addr}"), addr, stop: Some(stop), done: Some(done) }
@@ -229,4 +229,66 @@ pub fn free_port() -> u16 {
 
 pub fn temp_db(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("herald.db")
+}
+
+impl Sse {
+    /// Opens any SSE request (for example `GET /api/presence` with the API key).
+    pub async fn from_request(request: reqwest::RequestBuilder) -> Sse {
+        let response = tokio::time::timeout(WAIT, request.send()).await.expect("connect timed out").unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let events = response.bytes_stream().eventsource().map(|r| r.map_err(|e| e.to_string())).boxed();
+        Sse { status, headers, events }
+    }
+
+    /// The `GET /api/presence` feed of the app whose API key is `key`.
+    pub async fn presence(base: &str, key: &str) -> Sse {
+        let feed = Self::from_request(client().get(format!("{base}/api/presence")).bearer_auth(key)).await;
+        assert_eq!(feed.status, 200, "presence feed refused");
+        feed
+    }
+
+    /// Opens a stream, checks it was accepted, and returns it with its `herald.connected` data.
+    pub async fn connect(base: &str, query: &str) -> (Sse, Value) {
+        let mut sse = Self::open(base, query, None).await;
+        assert_eq!(sse.status, 200, "stream refused: {query}");
+        let connected = sse.next().await;
+        assert_eq!(connected.event, "herald.connected", "the first event must be herald.connected");
+        let data = serde_json::from_str(&connected.data).unwrap();
+        (sse, data)
+    }
+}
+
+/// POSTs `body` to `path` with the API key `key`; returns (status, content type, body).
+pub async fn api_post(base: &str, key: &str, path: &str, body: &Value) -> (u16, String, Value) {
+    let r = client().post(format!("{base}{path}")).bearer_auth(key).json(body).send().await.unwrap();
+    let status = r.status().as_u16();
+    let content_type = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    (status, content_type, r.json().await.unwrap_or(Value::Null))
+}
+
+/// The value of one counter at `GET /metrics` (`name` without the `herald_` prefix).
+pub async fn metric(base: &str, name: &str) -> u64 {
+    let text = client().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let prefix = format!("herald_{name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Polls `check` until it returns true, failing after [`WAIT`]; for state the hub exposes only
+/// through its API.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
