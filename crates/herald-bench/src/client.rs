@@ -93,7 +93,9 @@ impl Shared {
         c[generation as usize] += 1;
     }
 
-    fn on_message(&self, data: &str, seen: &mut Seen) {
+    /// `resumed_from` is the Last-Event-ID this stream was opened with, for the duplicate note.
+    fn on_message(&self, e: &Event<'_>, resumed_from: &str, seen: &mut Seen) {
+        let data = e.data;
         let Ok(msg) = serde_json::from_str::<Msg>(data) else {
             return; // hub control events such as herald.connected
         };
@@ -107,6 +109,12 @@ impl Shared {
             t.unique += 1;
         } else {
             t.duplicates += 1;
+            t.first_duplicate.get_or_insert_with(|| {
+                format!(
+                    "n={} again as id {} on a stream opened with Last-Event-ID {:?}",
+                    msg.n, e.id, resumed_from
+                )
+            });
         }
         if t.first_ns == 0 {
             t.first_ns = now;
@@ -240,7 +248,8 @@ async fn read(
     } = opened;
     let mut chunked = chunked.then(Chunked::default);
     let mut parser = Parser::default();
-    let mut on_event = |e: Event<'_>| shared.on_message(e.data, seen);
+    let resumed_from = last_id.clone();
+    let mut on_event = |e: Event<'_>| shared.on_message(&e, &resumed_from, seen);
     let mut feed = |bytes: &[u8], parser: &mut Parser| -> Result<bool, String> {
         match chunked.as_mut() {
             Some(c) => c.decode(bytes, &mut |b| parser.feed(b, &mut on_event)),

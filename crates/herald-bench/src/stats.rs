@@ -44,6 +44,8 @@ pub struct Tally {
     pub last_ns: u64,
     /// Streams that ended or failed without being asked to.
     pub broken: u64,
+    /// What the first duplicate was, to tell the hub's bugs from the bench's.
+    pub first_duplicate: Option<String>,
     /// Latency histogram as (value µs, count) pairs.
     pub latency: Vec<(u64, u64)>,
 }
@@ -58,6 +60,9 @@ impl Tally {
             self.first_ns = other.first_ns;
         }
         self.last_ns = self.last_ns.max(other.last_ns);
+        if self.first_duplicate.is_none() {
+            self.first_duplicate.clone_from(&other.first_duplicate);
+        }
         self.latency.extend_from_slice(&other.latency);
     }
 

@@ -39,10 +39,18 @@ pub struct Target {
     #[arg(long, default_value = "127.0.0.1:8080", value_parser = loopback_addr)]
     pub addr: SocketAddr,
     /// Herald API key for /api/publish.
-    #[arg(long, env = "HERALD_API_KEY", default_value = "bench-key")]
+    #[arg(
+        long,
+        env = "HERALD_API_KEY",
+        default_value = "bench-api-key-0123456789"
+    )]
     pub api_key: String,
     /// Herald HS256 secret that subscriber tokens are signed with.
-    #[arg(long, env = "HERALD_JWT_SECRET", default_value = "bench-secret")]
+    #[arg(
+        long,
+        env = "HERALD_JWT_SECRET",
+        default_value = "bench-jwt-secret-0123456789abcdef0123456789"
+    )]
     pub jwt_secret: String,
 }
 

@@ -102,6 +102,9 @@ pub fn add_delivery(r: &mut Report, expected: u64, tally: &Tally, published: &Pu
         .latency(&summarize(&tally.histogram()));
     r.add("publish_errors", published.errors as f64, "", "lower")
         .add("publisher_max_lag", published.max_lag_ms, "ms", "lower");
+    if let Some(d) = &tally.first_duplicate {
+        r.note(format!("first duplicate: {d}"));
+    }
     if let Some(e) = &published.first_error {
         r.note(format!("first publish error: {e}"));
     }
