@@ -42,6 +42,8 @@ pub struct Shared {
     pub target: Target,
     pub gate: Semaphore,
     pub failed: Cell<u32>,
+    /// Streams open right now, so that going offline can wait until all are closed.
+    pub open_streams: Cell<u32>,
     pub first_error: RefCell<Option<String>>,
     /// Clients connected, by generation.
     pub connected: RefCell<Vec<u32>>,
@@ -55,6 +57,7 @@ impl Shared {
             target,
             gate: Semaphore::new(connect_concurrency),
             failed: Cell::new(0),
+            open_streams: Cell::new(0),
             first_error: RefCell::new(None),
             connected: RefCell::new(Vec::new()),
             tally: RefCell::new(Tally::default()),
@@ -149,7 +152,10 @@ pub async fn run(shared: Rc<Shared>, index: u32, path: String, mut phase: watch:
                     Err(e) => return shared.fail(e),
                 };
                 shared.on_connected(generation);
-                read(&shared, stream, &mut seen, &mut last_id, &mut phase).await
+                shared.open_streams.set(shared.open_streams.get() + 1);
+                let ended = read(&shared, stream, &mut seen, &mut last_id, &mut phase).await;
+                shared.open_streams.set(shared.open_streams.get() - 1);
+                ended
             }
         };
         if let Ended::Broken = ended {

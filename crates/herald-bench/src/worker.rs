@@ -84,6 +84,10 @@ pub async fn run(args: WorkerArgs) -> std::io::Result<()> {
             }),
             OFFLINE => {
                 phase_tx.send_replace(Phase::Offline);
+                let started = Instant::now();
+                while shared.open_streams.get() > 0 && started.elapsed() < CONNECT_TIMEOUT {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
                 emit(&Line::Offline);
             }
             ONLINE => {
