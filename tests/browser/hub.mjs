@@ -71,7 +71,19 @@ export class Hub {
     hub.port = await freePort();
     hub.url = `http://127.0.0.1:${hub.port}`;
     await hub.start();
+    await hub.#checkEmbeddedClient();
     return hub;
+  }
+
+  // The binary embeds client/ at build time: testing a stale copy would test the wrong code.
+  async #checkEmbeddedClient() {
+    for (const [path, file] of [["/herald.js", "herald.js"], ["/herald.d.ts", "herald.d.ts"], ["/demo", "demo.html"]]) {
+      const served = await (await fetch(this.url + path)).text();
+      if (served !== readFileSync(join(ROOT, "client", file), "utf8")) {
+        await this.dispose();
+        throw new Error(`${HERALD_BIN} serves an older client/${file}: rebuild it (cargo build -p herald-server)`);
+      }
+    }
   }
 
   async start() {
