@@ -19,14 +19,15 @@ export function launchBrowser() {
 /**
  * Opens a same-origin page on the hub and connects herald.js in it. The page records every
  * event of `events` in window.received and every state change in window.states; the
- * Connection is window.conn.
+ * Connection is window.conn. With `mint`, tokens come from getToken() calling
+ * window.mintToken, which the test exposes.
  */
-export async function openClient(context, hub, { token, options = {}, events = ["message", "ALERT"] } = {}) {
+export async function openClient(context, hub, { token, options = {}, events = ["message", "ALERT"], mint = false } = {}) {
   const page = await context.newPage();
   page.on("pageerror", (error) => console.error(`[page] ${error.message}`));
   await page.goto(`${hub.url}/healthz`);
   await page.evaluate(
-    async ({ token, options, events }) => {
+    async ({ token, options, events, mint }) => {
       const herald = await import("/herald.js");
       window.received = [];
       window.states = [];
@@ -39,12 +40,12 @@ export async function openClient(context, hub, { token, options = {}, events = [
         listeners[state] = (info) => window.states.push({ state, ...info });
       }
       window.conn = await herald.connect(location.origin, listeners, {
-        token,
+        ...(mint ? { getToken: () => window.mintToken() } : { token }),
         onUnread: (n) => window.unreadCounts.push(n),
         ...options,
       });
     },
-    { token, options, events },
+    { token, options, events, mint },
   );
   return page;
 }
