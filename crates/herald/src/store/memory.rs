@@ -8,7 +8,7 @@ use std::sync::Arc;
 use futures_util::future::{ready, BoxFuture, FutureExt};
 use parking_lot::Mutex;
 
-use super::{Acked, Commit, DurableFor, HistoryLimits, MessageQuery, Opened, Store, StoreError, UnreadChange, UserMessage};
+use super::{Acked, Inbox, Commit, DurableFor, HistoryLimits, MessageQuery, Opened, Store, StoreError, UnreadChange, UserMessage};
 use crate::message::{now_ms, Message};
 
 struct Entry {
@@ -36,12 +36,12 @@ impl Entry {
     }
 }
 
-type Inbox = BTreeMap<u64, Entry>;
+type UserInbox = BTreeMap<u64, Entry>;
 
 /// Durable messages in a map per (app, user).
 #[derive(Default)]
 pub struct MemoryStore {
-    inboxes: Mutex<HashMap<(String, String), Inbox>>,
+    inboxes: Mutex<HashMap<(String, String), UserInbox>>,
 }
 
 impl MemoryStore {
@@ -50,7 +50,7 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn unread_of(inbox: Option<&Inbox>, now: u64) -> u64 {
+    fn unread_of(inbox: Option<&UserInbox>, now: u64) -> u64 {
         inbox.map_or(0, |i| i.values().filter(|e| e.unread(now)).count() as u64)
     }
 }
@@ -75,7 +75,9 @@ impl Store for MemoryStore {
             .collect();
         Ok(ready(Ok(changes)).boxed())
     }
+}
 
+impl Inbox for MemoryStore {
     fn ack(&self, app: &str, user: &str, seqs: Vec<u64>) -> BoxFuture<'static, Result<Acked, StoreError>> {
         let now = now_ms();
         let mut inboxes = self.inboxes.lock();

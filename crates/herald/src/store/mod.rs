@@ -137,23 +137,16 @@ pub enum StoreError {
     /// The writer has more queued than it accepts; retry shortly.
     #[error("the store is overloaded; retry shortly")]
     Overloaded,
+    /// The store's server cannot be reached (the cluster's Redis); nothing was stored.
+    #[error("the store is unreachable: {0}")]
+    Unavailable(String),
     /// Any other failure of the storage engine.
     #[error("the store failed: {0}")]
     Failed(String),
 }
 
-/// Persistence for history and durable messages. See the module docs for the ordering rule.
-pub trait Store: Send + Sync + 'static {
-    /// Opens (creating when new) the persisted state of `app`.
-    fn open_app(&self, app: &str, limits: HistoryLimits) -> BoxFuture<'static, Result<Opened, StoreError>>;
-
-    /// Enqueues `message` (and, when durable, its copies for `durable.users`).
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::Overloaded`] when the queue is full; nothing was enqueued.
-    fn append(&self, app: &str, message: Arc<Message>, durable: Option<DurableFor>) -> Result<Commit, StoreError>;
-
+/// Durable per-user messages: what a single node's store and the Redis cluster both answer.
+pub trait Inbox: Send + Sync + 'static {
     /// Marks `user`'s messages `seqs` read; others' messages are left alone.
     fn ack(&self, app: &str, user: &str, seqs: Vec<u64>) -> BoxFuture<'static, Result<Acked, StoreError>>;
 
@@ -169,4 +162,18 @@ pub trait Store: Send + Sync + 'static {
     /// Drops expired durable messages and history past its bounds; returns the unread counts
     /// that changed.
     fn sweep(&self, now_ms: u64) -> BoxFuture<'static, Result<Vec<UnreadChange>, StoreError>>;
+}
+
+/// A single node's persistence: the inbox, plus history in the order the node sequences it.
+/// (In a cluster, Redis sequences messages itself; see `cluster`.)
+pub trait Store: Inbox {
+    /// Opens (creating when new) the persisted state of `app`.
+    fn open_app(&self, app: &str, limits: HistoryLimits) -> BoxFuture<'static, Result<Opened, StoreError>>;
+
+    /// Enqueues `message` (and, when durable, its copies for `durable.users`).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Overloaded`] when the queue is full; nothing was enqueued.
+    fn append(&self, app: &str, message: Arc<Message>, durable: Option<DurableFor>) -> Result<Commit, StoreError>;
 }

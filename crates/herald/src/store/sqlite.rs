@@ -16,7 +16,7 @@ use futures_util::future::{BoxFuture, FutureExt};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction};
 use tokio::sync::oneshot;
 
-use super::{Acked, Commit, DurableFor, HistoryLimits, MessageQuery, Opened, Store, StoreError, StoredMessage, UnreadChange, UserMessage};
+use super::{Acked, Inbox, Commit, DurableFor, HistoryLimits, MessageQuery, Opened, Store, StoreError, StoredMessage, UnreadChange, UserMessage};
 use crate::config::StoreSync;
 use crate::message::{now_ms, Message};
 
@@ -359,7 +359,9 @@ impl Store for SqliteStore {
         let app = app.to_string();
         self.enqueue(|reply| Command::Append { app, message, durable, reply })
     }
+}
 
+impl Inbox for SqliteStore {
     fn ack(&self, app: &str, user: &str, seqs: Vec<u64>) -> BoxFuture<'static, Result<Acked, StoreError>> {
         let (app, user) = (app.to_string(), user.to_string());
         self.send(|reply| Command::Ack { app, user, seqs, reply })
