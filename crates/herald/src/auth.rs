@@ -144,10 +144,10 @@ fn public_key(pem_or_path: &str) -> Result<(DecodingKey, Algorithm), String> {
     } else {
         std::fs::read_to_string(pem_or_path).map_err(|e| format!("cannot read `{pem_or_path}`: {e}"))?
     };
+    // `from_rsa_pem` reads the key's algorithm OID and refuses EC keys; the PEM text says nothing
+    // reliable (base64 can contain `EC` or `RSA` by chance).
     if let Ok(key) = DecodingKey::from_rsa_pem(pem.as_bytes()) {
-        if pem.contains("RSA") || !pem.contains("EC") {
-            return Ok((key, Algorithm::RS256));
-        }
+        return Ok((key, Algorithm::RS256));
     }
     DecodingKey::from_ec_pem(pem.as_bytes())
         .map(|key| (key, Algorithm::ES256))
