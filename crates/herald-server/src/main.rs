@@ -80,7 +80,12 @@ async fn run(config: Config, dev_user_token: Option<String>) -> Result<(), Box<d
     let hub = Hub::new(config.clone()).await?;
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(%addr, store = ?config.store, "Herald is listening.");
+    let store = match (&config.redis_url, config.store) {
+        (Some(_), _) => "redis (cluster)".to_string(),
+        (None, herald::config::StoreKind::Memory) => "memory".to_string(),
+        (None, herald::config::StoreKind::Sqlite) => format!("sqlite {}", config.store_path.display()),
+    };
+    tracing::info!(%addr, %store, "Herald is listening.");
     if config.app.api_key.is_none() || config.app.jwt_secret.is_none() && config.app.jwt_public_key.is_none() {
         tracing::warn!(
             "The default app has no API key or no JWT key: nothing can publish or subscribe as a user until HERALD_API_KEY and \

@@ -24,6 +24,8 @@ const ENV: &[(&str, &str, Kind)] = &[
     ("SHUTDOWN_GRACE_SECS", "shutdown_grace_secs", Kind::Number),
     ("STORE_PATH", "store_path", Kind::Text),
     ("STORE_SYNC", "store_sync", Kind::Text),
+    ("REDIS_URL", "redis_url", Kind::Text),
+    ("PRESENCE_TTL_SECS", "presence_ttl_secs", Kind::Number),
     ("TLS_CERT", "tls_cert", Kind::Text),
     ("TLS_KEY", "tls_key", Kind::Text),
     ("APP_ID", "app.id", Kind::Text),
@@ -95,7 +97,18 @@ pub fn load(file: Option<&Path>, env: impl Fn(&str) -> Option<String>, flags: Ov
     if let Some(secs) = flags.heartbeat_secs {
         set(&mut table, "heartbeat_secs", Value::Integer(secs as i64));
     }
-    let config: Config = Value::Table(table).try_into().map_err(|e: toml::de::Error| e.message().to_string())?;
+    let config: Config = Value::Table(table.clone()).try_into().map_err(|e: toml::de::Error| {
+        // The error of a value deserialiser carries no key: find the top-level key that fails
+        // on its own, so the message names it.
+        let culprit = table.iter().find(|(key, value)| {
+            let alone = Table::from_iter([((*key).clone(), (*value).clone())]);
+            Value::Table(alone).try_into::<Config>().is_err()
+        });
+        match culprit {
+            Some((key, _)) => format!("`{key}`: {}", e.message()),
+            None => e.message().to_string(),
+        }
+    })?;
     config.validate().map_err(|e| e.to_string())?;
     Ok(config)
 }
@@ -170,6 +183,6 @@ mod tests {
         let err = load(None, |k| (k == "HERALD_API_KEY").then(|| "short".into()), no_flags()).unwrap_err();
         assert!(err.contains("app.api_key"), "{err}");
         let err = load(None, |k| (k == "HERALD_LISTEN").then(|| "nowhere".into()), no_flags()).unwrap_err();
-        assert!(err.contains("socket address"), "{err}");
+        assert!(err.contains("socket address") && err.contains("`listen`"), "{err}");
     }
 }

@@ -28,6 +28,12 @@ pub struct Config {
     pub store_path: PathBuf,
     /// `normal` survives a killed process; `full` also survives a power loss, at a cost.
     pub store_sync: StoreSync,
+    /// Redis URL (`redis://host:port/db`); with it the node joins a cluster and Redis holds
+    /// history, durable messages and presence instead of SQLite.
+    pub redis_url: Option<String>,
+    /// Seconds after which a node that stopped refreshing its presence (crashed) is dropped
+    /// from every presence answer.
+    pub presence_ttl_secs: u64,
     /// PEM certificate chain; with `tls_key`, the server speaks HTTPS (HTTP/2 by ALPN).
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for `tls_cert`.
@@ -48,6 +54,8 @@ impl Default for Config {
             store: StoreKind::Sqlite,
             store_path: PathBuf::from("herald.db"),
             store_sync: StoreSync::Normal,
+            redis_url: None,
+            presence_ttl_secs: 15,
             tls_cert: None,
             tls_key: None,
             app: AppConfig::default(),
@@ -213,6 +221,14 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.heartbeat_secs == 0 {
             return Err(ConfigError::new("heartbeat_secs", "must be at least 1"));
+        }
+        if self.presence_ttl_secs < 3 {
+            return Err(ConfigError::new("presence_ttl_secs", "must be at least 3"));
+        }
+        if let Some(url) = &self.redis_url {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://")) {
+                return Err(ConfigError::new("redis_url", format!("`{url}` is not a redis:// URL")));
+            }
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError::new("tls_cert", "and `tls_key` must be set together"));

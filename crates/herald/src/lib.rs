@@ -14,6 +14,8 @@
 //! - [`auth`]: JWT verification bound to the configured key, and HMAC signatures.
 //! - [`store`]: persistence behind one trait — [`store::MemoryStore`], [`store::SqliteStore`].
 //! - [`http`]: the axum router: subscriber endpoints, the backend API, problem documents.
+//! - `cluster`: Redis as the backbone of many nodes — shared sequence, history stream,
+//!   durable inbox, pub/sub fan-out and presence.
 //! - [`server`]: HTTP/1.1 + HTTP/2 (+ TLS) serving and graceful shutdown.
 //! - [`config`]: configuration, validated with errors that name the key.
 //!
@@ -35,6 +37,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+mod cluster;
 pub mod config;
 pub mod error;
 pub mod http;

@@ -85,13 +85,13 @@ fn page(pairs: &[(String, String)]) -> Result<usize, Problem> {
 /// `GET /api/users`: online users with their connection counts.
 pub(crate) async fn users(State(hub): State<Hub>, ApiApp(app): ApiApp, parts: Parts) -> Result<Response, Problem> {
     let pairs = query_pairs(&parts);
-    let page = hub.online_users(&app, page(&pairs)?, query_value(&pairs, "cursor"))?;
+    let page = hub.online_users(&app, page(&pairs)?, query_value(&pairs, "cursor")).await?;
     Ok(Json(json!({ "users": page.items, "next_cursor": page.next_cursor })).into_response())
 }
 
 /// `GET /api/users/{id}`.
 pub(crate) async fn user(State(hub): State<Hub>, ApiApp(app): ApiApp, Path(user): Path<String>) -> Result<Response, Problem> {
-    let connections = hub.user_connections(&app, &user)?;
+    let connections = hub.user_connections(&app, &user).await?;
     Ok(Json(json!({ "id": user, "online": !connections.is_empty(), "connections": connections })).into_response())
 }
 
@@ -103,21 +103,21 @@ pub(crate) async fn connections(State(hub): State<Hub>, ApiApp(app): ApiApp, par
         tenant: query_value(&pairs, "tenant").map(str::to_owned),
         channel: query_value(&pairs, "channel").map(str::to_owned),
     };
-    let page = hub.connections(&app, &filter, page(&pairs)?, query_value(&pairs, "cursor"))?;
+    let page = hub.connections(&app, &filter, page(&pairs)?, query_value(&pairs, "cursor")).await?;
     Ok(Json(json!({ "connections": page.items, "next_cursor": page.next_cursor })).into_response())
 }
 
 /// `DELETE /api/users/{id}/connections`.
 pub(crate) async fn kick_user(State(hub): State<Hub>, ApiApp(app): ApiApp, Path(user): Path<String>, parts: Parts) -> Result<Response, Problem> {
     let pairs = query_pairs(&parts);
-    let kicked = hub.kick_user(&app, &user, query_value(&pairs, "reason"))?;
+    let kicked = hub.kick_user(&app, &user, query_value(&pairs, "reason")).await?;
     Ok(Json(json!({ "kicked": kicked })).into_response())
 }
 
 /// `DELETE /api/connections/{id}`.
 pub(crate) async fn kick_connection(State(hub): State<Hub>, ApiApp(app): ApiApp, Path(id): Path<String>, parts: Parts) -> Result<Response, Problem> {
     let pairs = query_pairs(&parts);
-    hub.kick_connection(&app, &id, query_value(&pairs, "reason"))?;
+    hub.kick_connection(&app, &id, query_value(&pairs, "reason")).await?;
     Ok(Json(json!({ "kicked": 1 })).into_response())
 }
 

@@ -1,8 +1,9 @@
 //! One app's live state: its connections, its log, and how publishing and subscribing use them.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -10,7 +11,7 @@ use serde_json::json;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::conn::{Conn, ConnMeta};
+use super::conn::{parse_public_id, Conn, ConnMeta, ConnectionInfo};
 use super::log::{Log, Resume};
 use super::outbox::{CloseReason, Outbox, StreamBody};
 use super::presence::{PresenceEvent, PresenceKind, Webhooks};
@@ -21,7 +22,8 @@ use crate::error::Error;
 use crate::message::{now_ms, Identity, Message, Publish, Published, Targets};
 use crate::metrics::{add, Metrics};
 use crate::sse;
-use crate::store::{DurableFor, Store, UnreadChange, UserMessage};
+use crate::cluster::{Cluster, Record, WireMessage};
+use crate::store::{DurableFor, HistoryLimits, Inbox, Store, UnreadChange, UserMessage};
 
 /// What a subscriber presents, on `/events` and `/poll` alike.
 #[derive(Debug, Clone)]
@@ -58,11 +60,38 @@ pub(crate) struct App {
     pub(crate) head: watch::Sender<u64>,
     pub(crate) presence: broadcast::Sender<PresenceEvent>,
     pub(crate) webhooks: Option<Webhooks>,
-    pub(crate) store: Arc<dyn Store>,
+    /// Who sequences and persists this app's messages.
+    pub(crate) backbone: Backbone,
+    /// Where durable messages wait for their users.
+    pub(crate) inbox: Arc<dyn Inbox>,
+    /// Cluster only: what this node has applied from the bus.
+    pub(crate) applied: Mutex<Applied>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) node: Arc<str>,
     pub(crate) retry_ms: u64,
     pub(crate) heartbeat_ms: u64,
+}
+
+/// Who sequences, persists and fans out messages.
+pub(crate) enum Backbone {
+    /// This node alone, with its own store.
+    Local(Arc<dyn Store>),
+    /// Redis, for every node of the cluster.
+    Cluster(Arc<Cluster>),
+}
+
+/// How long a publisher waits for its own message to come back on the cluster bus.
+const BUS_ROUND_TRIP: Duration = Duration::from_secs(5);
+/// Delivery counts kept for publishers waiting on the bus round trip.
+const RECENT_COUNTS: usize = 4096;
+
+/// The bus position of a cluster node, per app.
+#[derive(Default)]
+pub(crate) struct Applied {
+    /// The last history-stream entry applied; a resync reads on from here.
+    pub(crate) stream_id: Option<String>,
+    /// `(seq, delivered)` of recent messages, for the publishers on this node.
+    pub(crate) delivered: VecDeque<(u64, usize)>,
 }
 
 impl App {
@@ -110,13 +139,20 @@ impl App {
 
     /// Publishes a validated message. See the module docs of `hub` for the order of steps.
     pub(crate) async fn publish(self: &Arc<Self>, p: Publish) -> Result<Published, Error> {
-        let durable = p.durable.then(|| self.durable_recipients(&p));
+        match &self.backbone {
+            Backbone::Local(store) => self.publish_local(store.as_ref(), p).await,
+            Backbone::Cluster(cluster) => self.publish_clustered(cluster, p).await,
+        }
+    }
+
+    async fn publish_local(&self, store: &dyn Store, p: Publish) -> Result<Published, Error> {
+        let durable = p.durable.then(|| self.durable_recipients(&p, Vec::new()));
         let Publish { to, event, data, durable: is_durable, .. } = p;
         let (message, commit) = {
             let mut log = self.log.lock();
             let message = Arc::new(Message::new(&log.epoch, log.head + 1, now_ms(), to, event, data, is_durable));
             // Enqueued before anyone can see the message, so an ack never overtakes its insert.
-            let commit = self.store.append(&self.id, message.clone(), durable).inspect_err(|_| add(&self.metrics.store_errors_total, 1))?;
+            let commit = store.append(&self.id, message.clone(), durable).inspect_err(|_| add(&self.metrics.store_errors_total, 1))?;
             log.append(message.clone());
             (message, commit)
         };
@@ -125,16 +161,78 @@ impl App {
         if is_durable {
             let changes = commit.await.inspect_err(|_| add(&self.metrics.store_errors_total, 1))?;
             self.notify_unread(&changes);
-        } else {
-            let metrics = self.metrics.clone();
-            tokio::spawn(async move {
-                if let Err(error) = commit.await {
-                    add(&metrics.store_errors_total, 1);
-                    tracing::error!(%error, "History write failed.");
-                }
-            });
         }
+        // A non-durable publish does not wait for the disk; the store logs a failed write.
         Ok(Published { id: message.id.clone(), delivered })
+    }
+
+    async fn publish_clustered(&self, cluster: &Cluster, p: Publish) -> Result<Published, Error> {
+        let durable = match p.durable {
+            true => {
+                let remote = cluster.remote_connections(&self.id).await.inspect_err(|_| add(&self.metrics.store_errors_total, 1))?;
+                Some(self.durable_recipients(&p, remote))
+            }
+            false => None,
+        };
+        let time_ms = now_ms();
+        let record = durable.as_ref().map(|d| Record { event: p.event.clone(), data: p.data.clone(), created_ms: time_ms, expires_ms: d.expires_ms });
+        let wire = WireMessage { time_ms, targets: p.to, event: p.event, data: p.data, durable: p.durable };
+        let mut head = self.head.subscribe();
+        let seq = cluster
+            .publish(&self.id, &wire, durable.as_ref().zip(record), self.history_limits())
+            .await
+            .inspect_err(|_| add(&self.metrics.store_errors_total, 1))?;
+        // The message comes back on the bus to every node, this one included.
+        let _ = tokio::time::timeout(BUS_ROUND_TRIP, head.wait_for(|h| *h >= seq)).await;
+        let delivered = self.applied.lock().delivered.iter().find(|(s, _)| *s == seq).map_or(0, |(_, n)| *n);
+        let epoch = self.log.lock().epoch.clone();
+        Ok(Published { id: crate::id::format(&epoch, seq, wire.durable), delivered })
+    }
+
+    pub(crate) fn history_limits(&self) -> HistoryLimits {
+        HistoryLimits { max_len: self.config.limits.history_size, max_age_ms: self.config.limits.history_age_secs * 1000 }
+    }
+
+    /// Applies a message from the cluster bus (or the stream, when catching up): history, then
+    /// local delivery, then the head that waiting publishers and long-polls watch.
+    pub(crate) fn apply(&self, seq: u64, stream_id: Option<String>, m: WireMessage, unread: &[(String, u64)]) {
+        let message = {
+            let mut log = self.log.lock();
+            if seq <= log.head {
+                return;
+            }
+            let message = Arc::new(Message::new(&log.epoch, seq, m.time_ms, m.targets, m.event, m.data, m.durable));
+            log.append(message.clone());
+            message
+        };
+        let delivered = self.deliver(&message);
+        {
+            let mut applied = self.applied.lock();
+            if stream_id.is_some() {
+                applied.stream_id = stream_id;
+            }
+            applied.delivered.push_back((seq, delivered));
+            if applied.delivered.len() > RECENT_COUNTS {
+                applied.delivered.pop_front();
+            }
+        }
+        self.head.send_replace(seq);
+        let changes: Vec<UnreadChange> =
+            unread.iter().map(|(user, n)| UnreadChange { app: self.id.clone(), user: user.clone(), unread: *n }).collect();
+        self.notify_unread(&changes);
+    }
+
+    /// Tells users, on whichever node, that their unread count changed.
+    pub(crate) async fn unread_changed(&self, changes: &[UnreadChange]) {
+        match &self.backbone {
+            Backbone::Local(_) => self.notify_unread(changes),
+            Backbone::Cluster(cluster) => {
+                let pairs: Vec<(String, u64)> = changes.iter().map(|c| (c.user.clone(), c.unread)).collect();
+                if let Err(error) = cluster.broadcast_unread(&self.id, &pairs).await {
+                    tracing::warn!(%error, "Could not announce unread counts to the cluster.");
+                }
+            }
+        }
     }
 
     /// Hands a message to this node's matching connections.
@@ -152,11 +250,12 @@ impl App {
 
     /// Resolves a durable publish to user ids: users as named, sessions, tenants and `all`
     /// through the connections open now (Herald keeps no user registry).
-    fn durable_recipients(&self, p: &Publish) -> DurableFor {
+    fn durable_recipients(&self, p: &Publish, remote: Vec<ConnectionInfo>) -> DurableFor {
         let mut users = p.to.users.clone();
         let indirect = Targets { users: Vec::new(), ..p.to.clone() };
         if !indirect.is_empty() {
             users.extend(self.registry.matching(&indirect).iter().filter_map(|c| c.who.user.as_deref().map(str::to_owned)));
+            users.extend(remote.into_iter().filter(|c| indirect.matches(&c.identity())).filter_map(|c| c.user));
         }
         users.sort_unstable();
         users.dedup();
@@ -287,8 +386,8 @@ impl App {
     /// Unacknowledged durable messages up to `position`, and the unread count; a store failure
     /// is logged and skipped (the messages stay stored and come with the next connection).
     async fn pending(&self, user: &str, position: u64) -> (Vec<UserMessage>, Option<u64>) {
-        let pending = self.store.pending(&self.id, user, position).await;
-        let unread = self.store.unread(&self.id, user).await;
+        let pending = self.inbox.pending(&self.id, user, position).await;
+        let unread = self.inbox.unread(&self.id, user).await;
         if let Err(error) = pending.as_ref().map(|_| ()).and(unread.as_ref().map(|_| ())) {
             add(&self.metrics.store_errors_total, 1);
             tracing::warn!(%error, "Could not read pending durable messages.");
@@ -301,6 +400,73 @@ impl App {
         if let Some(conn) = self.registry.remove(conn) {
             add(&self.metrics.disconnects_total, 1);
             self.announce(PresenceKind::Disconnect, &conn);
+        }
+    }
+
+    /// Closes this node's streams of `user`, or the stream `connection`, each after a
+    /// `herald.kicked` event when there is a reason; returns how many it closed.
+    pub(crate) fn kick_local(&self, user: Option<&str>, connection: Option<&str>, reason: Option<&str>) -> usize {
+        let mut conns = user.map(|u| self.registry.of_user(u)).unwrap_or_default();
+        if let Some((node, n)) = connection.and_then(parse_public_id) {
+            conns.extend(self.registry.get(n).filter(|_| *self.node == *node));
+        }
+        let last = reason.map(|reason| sse::event(None, Some("herald.kicked"), &json!({ "reason": reason }).to_string()));
+        for conn in &conns {
+            self.close(conn, last.clone(), CloseReason::Kicked);
+        }
+        add(&self.metrics.kicks_total, conns.len() as u64);
+        conns.len()
+    }
+
+    /// Cluster only: applies what the bus missed, from the history stream. If Redis lost its
+    /// data (a new epoch) or its stream no longer reaches back to this node's head, the node
+    /// starts over at Redis's head and closes its streams, whose clients then reconnect and
+    /// get `herald.reset`.
+    pub(crate) async fn catch_up(&self, cluster: &Cluster) {
+        if let Err(error) = self.try_catch_up(cluster).await {
+            tracing::warn!(app = %self.id, %error, "Could not catch up from the cluster's history.");
+        }
+    }
+
+    async fn try_catch_up(&self, cluster: &Cluster) -> Result<(), crate::store::StoreError> {
+        let (epoch, _) = cluster.epoch_and_head(&self.id).await?;
+        let local_epoch = self.log.lock().epoch.clone();
+        if epoch.as_deref() != Some(local_epoch.as_str()) {
+            let (opened, stream_id) = cluster.open_app(&self.id, self.history_limits()).await?;
+            tracing::warn!(app = %self.id, "The cluster's history was lost; clients will be told to reset.");
+            self.log.lock().restart(opened.epoch, opened.floor);
+            self.applied.lock().stream_id = None;
+            self.close_all(CloseReason::Resync);
+            for m in opened.history {
+                self.apply(m.seq, None, WireMessage::from(m), &[]);
+            }
+            self.applied.lock().stream_id = stream_id;
+            return Ok(());
+        }
+        let after = self.applied.lock().stream_id.clone();
+        let (entries, last) = cluster.read_stream(&self.id, after.as_deref()).await?;
+        let head = self.log.lock().head;
+        if let Some(first) = entries.iter().find(|m| m.seq > head) {
+            if first.seq > head + 1 {
+                tracing::warn!(app = %self.id, missed_from = head + 1, "Messages were trimmed before this node caught up; clients will be told to reset.");
+                self.log.lock().restart(local_epoch, first.seq - 1);
+                self.close_all(CloseReason::Resync);
+            }
+        }
+        for m in entries {
+            self.apply(m.seq, None, WireMessage::from(m), &[]);
+        }
+        if last.is_some() {
+            self.applied.lock().stream_id = last;
+        }
+        Ok(())
+    }
+
+    /// Ends every stream of this app on this node with a `retry:` hint.
+    pub(crate) fn close_all(&self, reason: CloseReason) {
+        let hint = sse::retry(self.retry_ms);
+        for conn in self.registry.all() {
+            self.close(&conn, Some(hint.clone()), reason);
         }
     }
 
@@ -317,6 +483,9 @@ impl App {
             connection: conn.info(),
             at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         };
+        if let Backbone::Cluster(cluster) = &self.backbone {
+            cluster.presence_changed(&self.id, event.clone());
+        }
         if let Some(webhooks) = &self.webhooks {
             if let Ok(body) = serde_json::to_vec(&event) {
                 webhooks.send(body.into(), &self.metrics);

@@ -56,6 +56,18 @@ impl Conn {
     }
 }
 
+impl ConnectionInfo {
+    /// The addressable identity this connection had.
+    pub(crate) fn identity(&self) -> Identity {
+        Identity {
+            user: self.user.as_deref().map(Into::into),
+            tenant: self.tenant.as_deref().map(Into::into),
+            session: self.session.as_deref().map(Into::into),
+            channels: self.channels.iter().map(|c| c.as_str().into()).collect(),
+        }
+    }
+}
+
 /// Parses a public connection id into its node and number.
 pub(crate) fn parse_public_id(id: &str) -> Option<(&str, u64)> {
     let (node, n) = id.rsplit_once('-')?;

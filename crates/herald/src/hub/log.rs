@@ -35,14 +35,24 @@ impl Log {
         Self { epoch, head, floor, entries: entries.into(), limits }
     }
 
-    /// Appends the next message; its sequence must be `head + 1`.
+    /// Appends the next message; its sequence must be above `head` (a cluster node that could
+    /// not catch up after losing Redis skips ahead; see [`Log::restart`]).
     pub(crate) fn append(&mut self, message: Arc<Message>) {
-        debug_assert_eq!(message.seq, self.head + 1);
+        debug_assert!(message.seq > self.head);
         self.head = message.seq;
         self.entries.push_back(message);
         if self.entries.len() > self.limits.max_len {
             self.pop_front();
         }
+    }
+
+    /// Forgets everything and continues at `head` of `epoch`: positions from before cannot be
+    /// resumed from. Used when a cluster's shared history was lost or outran this node.
+    pub(crate) fn restart(&mut self, epoch: String, head: u64) {
+        self.epoch = epoch;
+        self.head = head;
+        self.floor = head;
+        self.entries.clear();
     }
 
     /// Drops messages older than the age bound.

@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
@@ -31,7 +30,7 @@ pub use app::SubscribeRequest;
 pub use conn::ConnectionInfo;
 pub use presence::{PresenceEvent, PresenceKind};
 
-use app::App;
+use app::{App, Backbone};
 use log::{Log, Resume};
 use outbox::CloseReason;
 pub(crate) use outbox::StreamBody;
@@ -43,7 +42,8 @@ use crate::config::{Config, StoreKind};
 use crate::error::Error;
 use crate::message::{now_ms, Message, Publish, Published};
 use crate::metrics::{add, Metrics};
-use crate::store::{Acked, HistoryLimits, MemoryStore, MessageQuery, SqliteStore, Store, UserMessage};
+use crate::cluster::{BusEvent, Cluster, Kick};
+use crate::store::{Acked, HistoryLimits, Inbox, MemoryStore, MessageQuery, SqliteStore, Store, UnreadChange, UserMessage};
 use crate::{id, sse};
 
 /// A handle to a running hub; cheap to clone, and shared by the HTTP layer and in-process
@@ -58,7 +58,8 @@ struct Inner {
     by_key: HashMap<[u8; 32], Arc<App>>,
     config: Config,
     metrics: Arc<Metrics>,
-    store: Arc<dyn Store>,
+    /// Durable messages of every app (swept on the maintenance tick).
+    inbox: Arc<dyn Inbox>,
     next_conn: AtomicU64,
     shutdown: CancellationToken,
 }
@@ -119,28 +120,40 @@ pub struct PolledEvent {
 }
 
 impl Hub {
-    /// Starts a hub with the store its configuration names.
+    /// Starts a hub with the store its configuration names: Redis when `redis_url` is set
+    /// (the node joins a cluster), else SQLite or memory.
     ///
     /// # Errors
     ///
     /// An invalid configuration, or a store that cannot be opened.
     pub async fn new(config: Config) -> Result<Self, crate::StartError> {
+        config.validate()?;
+        let node: Arc<str> = id::random_token(6).into();
+        if let Some(url) = &config.redis_url {
+            let apps = config.all_apps().map(|(_, a)| a.id.clone()).collect();
+            let ttl = Duration::from_secs(config.presence_ttl_secs);
+            let cluster = Cluster::connect(url, node.clone(), apps, ttl).await?;
+            return Self::start(config, Persistence::Cluster(cluster), node).await;
+        }
         let store: Arc<dyn Store> = match config.store {
             StoreKind::Memory => Arc::new(MemoryStore::new()),
             StoreKind::Sqlite => Arc::new(SqliteStore::open(&config.store_path, config.store_sync)?),
         };
-        Self::with_store(config, store).await
+        Self::start(config, Persistence::Local(store), node).await
     }
 
-    /// Starts a hub on a store of the caller's choosing.
+    /// Starts a single-node hub on a store of the caller's choosing.
     ///
     /// # Errors
     ///
     /// An invalid configuration, or a store that cannot open an app.
     pub async fn with_store(config: Config, store: Arc<dyn Store>) -> Result<Self, crate::StartError> {
+        Self::start(config, Persistence::Local(store), id::random_token(6).into()).await
+    }
+
+    async fn start(config: Config, persistence: Persistence, node: Arc<str>) -> Result<Self, crate::StartError> {
         config.validate()?;
         let metrics = Arc::new(Metrics::default());
-        let node: Arc<str> = id::random_token(6).into();
         let mut apps = HashMap::new();
         let mut by_key = HashMap::new();
         for (path, app_config) in config.all_apps() {
@@ -148,7 +161,16 @@ impl Hub {
                 max_len: app_config.limits.history_size,
                 max_age_ms: app_config.limits.history_age_secs * 1000,
             };
-            let opened = store.open_app(&app_config.id, limits).await?;
+            let (opened, stream_id, backbone, inbox) = match &persistence {
+                Persistence::Local(store) => {
+                    let opened = store.open_app(&app_config.id, limits).await?;
+                    (opened, None, Backbone::Local(store.clone()), store.clone() as Arc<dyn Inbox>)
+                }
+                Persistence::Cluster(cluster) => {
+                    let (opened, stream_id) = cluster.open_app(&app_config.id, limits).await?;
+                    (opened, stream_id, Backbone::Cluster(cluster.clone()), cluster.inbox.clone() as Arc<dyn Inbox>)
+                }
+            };
             let history = opened
                 .history
                 .into_iter()
@@ -168,7 +190,9 @@ impl Hub {
                 log: Mutex::new(log),
                 presence: broadcast::Sender::new(1024),
                 webhooks,
-                store: store.clone(),
+                backbone,
+                inbox,
+                applied: Mutex::new(app::Applied { stream_id, ..Default::default() }),
                 metrics: metrics.clone(),
                 node: node.clone(),
                 retry_ms: config.retry_ms,
@@ -179,10 +203,18 @@ impl Hub {
             }
             apps.insert(app.id.clone(), app);
         }
+        let (inbox, cluster) = match persistence {
+            Persistence::Local(store) => (store as Arc<dyn Inbox>, None),
+            Persistence::Cluster(cluster) => (cluster.inbox.clone() as Arc<dyn Inbox>, Some(cluster)),
+        };
         let hub = Self {
-            inner: Arc::new(Inner { apps, by_key, metrics, store, next_conn: AtomicU64::new(1), shutdown: CancellationToken::new(), config }),
+            inner: Arc::new(Inner { apps, by_key, metrics, inbox, next_conn: AtomicU64::new(1), shutdown: CancellationToken::new(), config }),
         };
         hub.spawn_maintenance();
+        if let Some(cluster) = cluster {
+            let bus = cluster.consume(hub.inner.apps.keys().cloned().collect());
+            tokio::spawn(apply_bus(Arc::downgrade(&hub.inner), bus, cluster));
+        }
         Ok(hub)
     }
 
@@ -320,13 +352,27 @@ impl Hub {
         }
     }
 
-    /// Online users, ordered by id, `limit` at a time after `cursor`.
+    /// The connections other cluster nodes hold (none for a single node).
+    async fn remote(&self, app: &App) -> Result<Vec<ConnectionInfo>, Error> {
+        match &app.backbone {
+            Backbone::Local(_) => Ok(Vec::new()),
+            Backbone::Cluster(cluster) => Ok(cluster.remote_connections(&app.id).await?),
+        }
+    }
+
+    /// Online users, ordered by id, `limit` at a time after `cursor`; cluster-wide.
     ///
     /// # Errors
     ///
-    /// An unknown app.
-    pub fn online_users(&self, app: &str, limit: usize, cursor: Option<&str>) -> Result<Page<Vec<OnlineUser>>, Error> {
-        let users = self.app(app)?.registry.users();
+    /// An unknown app, or an unreachable cluster.
+    pub async fn online_users(&self, app: &str, limit: usize, cursor: Option<&str>) -> Result<Page<Vec<OnlineUser>>, Error> {
+        let app = self.app(app)?;
+        let mut users = app.registry.users();
+        for remote in self.remote(app).await? {
+            if let Some(user) = remote.user {
+                *users.entry(user.into()).or_default() += 1;
+            }
+        }
         let mut items: Vec<OnlineUser> = users
             .range::<str, _>((cursor.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded), std::ops::Bound::Unbounded))
             .take(limit + 1)
@@ -339,72 +385,77 @@ impl Hub {
         Ok(Page { items, next_cursor })
     }
 
-    /// The connections of one user (empty when offline).
+    /// The connections of one user (empty when offline); cluster-wide.
     ///
     /// # Errors
     ///
-    /// An unknown app.
-    pub fn user_connections(&self, app: &str, user: &str) -> Result<Vec<ConnectionInfo>, Error> {
-        let mut conns: Vec<_> = self.app(app)?.registry.of_user(user);
-        conns.sort_by_key(|c| c.id);
-        Ok(conns.iter().map(|c| c.info()).collect())
+    /// An unknown app, or an unreachable cluster.
+    pub async fn user_connections(&self, app: &str, user: &str) -> Result<Vec<ConnectionInfo>, Error> {
+        let filter = ConnectionFilter { user: Some(user.to_string()), ..ConnectionFilter::default() };
+        Ok(self.connections(app, &filter, usize::MAX - 1, None).await?.items)
     }
 
-    /// Open connections matching `filter`, oldest first, `limit` at a time after `cursor`.
+    /// Open connections matching `filter`, ordered by id, `limit` at a time after `cursor`;
+    /// cluster-wide.
     ///
     /// # Errors
     ///
-    /// An unknown app, or a cursor that is not a connection id.
-    pub fn connections(&self, app: &str, filter: &ConnectionFilter, limit: usize, cursor: Option<&str>) -> Result<Page<Vec<ConnectionInfo>>, Error> {
+    /// An unknown app, or an unreachable cluster.
+    pub async fn connections(&self, app: &str, filter: &ConnectionFilter, limit: usize, cursor: Option<&str>) -> Result<Page<Vec<ConnectionInfo>>, Error> {
         let app = self.app(app)?;
-        let after = match cursor {
-            Some(c) => conn::parse_public_id(c).map(|(_, n)| n).ok_or_else(|| Error::Invalid(format!("`cursor` `{c}` is not a connection id")))?,
-            None => 0,
+        let local = match &filter.user {
+            Some(user) => app.registry.of_user(user),
+            None => app.registry.all(),
         };
-        let mut conns: Vec<_> = app
-            .registry
-            .all()
-            .into_iter()
-            .filter(|c| c.id > after)
-            .filter(|c| filter.user.as_deref().is_none_or(|u| c.who.user.as_deref() == Some(u)))
-            .filter(|c| filter.tenant.as_deref().is_none_or(|t| c.who.tenant.as_deref() == Some(t)))
-            .filter(|c| filter.channel.as_deref().is_none_or(|ch| c.who.channels.iter().any(|x| **x == *ch)))
-            .collect();
-        conns.sort_by_key(|c| c.id);
+        let mut conns: Vec<ConnectionInfo> = local.iter().map(|c| c.info()).chain(self.remote(app).await?).collect();
+        conns.retain(|c| {
+            cursor.is_none_or(|after| c.id.as_str() > after)
+                && filter.user.as_ref().is_none_or(|u| c.user.as_ref() == Some(u))
+                && filter.tenant.as_ref().is_none_or(|t| c.tenant.as_ref() == Some(t))
+                && filter.channel.as_ref().is_none_or(|ch| c.channels.contains(ch))
+        });
+        conns.sort_by(|a, b| a.id.cmp(&b.id));
         let more = conns.len() > limit;
         conns.truncate(limit);
-        let next_cursor = more.then(|| conns.last().map(|c| c.public_id()).unwrap_or_default());
-        Ok(Page { items: conns.iter().map(|c| c.info()).collect(), next_cursor })
+        let next_cursor = more.then(|| conns.last().map(|c| c.id.clone()).unwrap_or_default());
+        Ok(Page { items: conns, next_cursor })
     }
 
-    /// Closes every stream of a user, each after a `herald.kicked` event when `reason` is given.
+    /// Closes every stream of a user, on every node, each after a `herald.kicked` event when
+    /// `reason` is given; returns how many there were.
     ///
     /// # Errors
     ///
-    /// An unknown app.
-    pub fn kick_user(&self, app: &str, user: &str, reason: Option<&str>) -> Result<usize, Error> {
+    /// An unknown app, or an unreachable cluster.
+    pub async fn kick_user(&self, app: &str, user: &str, reason: Option<&str>) -> Result<usize, Error> {
         let app = self.app(app)?;
-        let conns = app.registry.of_user(user);
-        for conn in &conns {
-            app.close(conn, reason.map(kicked_frame), CloseReason::Kicked);
+        let mut kicked = app.kick_local(Some(user), None, reason);
+        if let Backbone::Cluster(cluster) = &app.backbone {
+            kicked += cluster.remote_connections(&app.id).await?.iter().filter(|c| c.user.as_deref() == Some(user)).count();
+            let kick = Kick { user: Some(user.to_string()), connection: None, reason: reason.map(str::to_owned) };
+            cluster.broadcast_kick(&app.id, &kick).await?;
         }
-        add(&self.inner.metrics.kicks_total, conns.len() as u64);
-        Ok(conns.len())
+        Ok(kicked)
     }
 
-    /// Closes one stream by its id.
+    /// Closes one stream by its id, on whichever node holds it.
     ///
     /// # Errors
     ///
-    /// An unknown app, or no such connection.
-    pub fn kick_connection(&self, app: &str, connection: &str, reason: Option<&str>) -> Result<(), Error> {
+    /// An unknown app, no such connection, or an unreachable cluster.
+    pub async fn kick_connection(&self, app: &str, connection: &str, reason: Option<&str>) -> Result<(), Error> {
         let app = self.app(app)?;
-        let not_found = || Error::NotFound(format!("there is no open connection `{connection}`"));
-        let (node, n) = conn::parse_public_id(connection).ok_or_else(not_found)?;
-        let conn = app.registry.get(n).filter(|c| *c.node == *node).ok_or_else(not_found)?;
-        app.close(&conn, reason.map(kicked_frame), CloseReason::Kicked);
-        add(&self.inner.metrics.kicks_total, 1);
-        Ok(())
+        if app.kick_local(None, Some(connection), reason) == 1 {
+            return Ok(());
+        }
+        if let Backbone::Cluster(cluster) = &app.backbone {
+            if cluster.remote_connections(&app.id).await?.iter().any(|c| c.id == connection) {
+                let kick = Kick { user: None, connection: Some(connection.to_string()), reason: reason.map(str::to_owned) };
+                cluster.broadcast_kick(&app.id, &kick).await?;
+                return Ok(());
+            }
+        }
+        Err(Error::NotFound(format!("there is no open connection `{connection}`")))
     }
 
     /// Comings and goings of an app's connections, from now on.
@@ -431,9 +482,9 @@ impl Hub {
                 seqs.push(parsed.seq);
             }
         }
-        let acked = app.store.ack(&app.id, user, seqs).await?;
+        let acked = app.inbox.ack(&app.id, user, seqs).await?;
         if acked.acked > 0 {
-            app.notify_unread(&[crate::store::UnreadChange { app: app.id.clone(), user: user.to_string(), unread: acked.unread }]);
+            app.unread_changed(&[UnreadChange { app: app.id.clone(), user: user.to_string(), unread: acked.unread }]).await;
         }
         Ok(acked)
     }
@@ -445,7 +496,7 @@ impl Hub {
     /// A store failure.
     pub async fn unread(&self, app: &str, user: &str) -> Result<u64, Error> {
         let app = self.app(app)?;
-        Ok(app.store.unread(&app.id, user).await?)
+        Ok(app.inbox.unread(&app.id, user).await?)
     }
 
     /// A page of `user`'s durable messages, newest first.
@@ -459,7 +510,7 @@ impl Hub {
             Some(c) => Some(id::EventId::parse(c).map(|i| i.seq).ok_or_else(|| Error::Invalid(format!("`cursor` `{c}` is not an event id")))?),
             None => None,
         };
-        let mut items = app.store.messages(&app.id, user, MessageQuery { unread_only, limit: limit + 1, before }).await?;
+        let mut items = app.inbox.messages(&app.id, user, MessageQuery { unread_only, limit: limit + 1, before }).await?;
         let more = items.len() > limit;
         items.truncate(limit);
         let next_cursor = more.then(|| items.last().map(|m| m.id.clone()).unwrap_or_default());
@@ -475,11 +526,8 @@ impl Hub {
     /// ends. In-flight publishes finish on their own.
     pub fn shutdown(&self) {
         self.inner.shutdown.cancel();
-        let hint = sse::retry(self.inner.config.retry_ms);
         for app in self.inner.apps.values() {
-            for conn in app.registry.all() {
-                app.close(&conn, Some(hint.clone()), CloseReason::Shutdown);
-            }
+            app.close_all(CloseReason::Shutdown);
         }
     }
 
@@ -512,16 +560,20 @@ impl Hub {
                         if conn.expires_at.is_some_and(|exp| exp * 1000 <= now) {
                             add(&inner.metrics.expired_tokens_total, 1);
                             app.close(&conn, None, CloseReason::Expired);
+                        } else if conn.ping_events {
+                            // Visible to EventSource, so clients can tell a live stream from a
+                            // buffering proxy even when no event they listen to arrives.
+                            let _ = conn.outbox.push(None, ping.clone());
                         } else {
-                            conn.outbox.keep_alive(if conn.ping_events { ping.clone() } else { comment.clone() });
+                            conn.outbox.keep_alive(comment.clone());
                         }
                     }
                 }
-                match inner.store.sweep(now).await {
+                match inner.inbox.sweep(now).await {
                     Ok(changes) => {
                         for change in changes {
                             if let Some(app) = inner.apps.get(&change.app) {
-                                app.notify_unread(std::slice::from_ref(&change));
+                                app.unread_changed(std::slice::from_ref(&change)).await;
                             }
                         }
                     }
@@ -532,6 +584,48 @@ impl Hub {
     }
 }
 
-fn kicked_frame(reason: &str) -> Bytes {
-    sse::event(None, Some("herald.kicked"), &serde_json::json!({ "reason": reason }).to_string())
+/// What a hub persists through.
+enum Persistence {
+    Local(Arc<dyn Store>),
+    Cluster(Arc<Cluster>),
 }
+
+/// Applies the cluster bus to this node's apps, in order.
+async fn apply_bus(hub: std::sync::Weak<Inner>, mut bus: tokio::sync::mpsc::Receiver<BusEvent>, cluster: Arc<Cluster>) {
+    while let Some(event) = bus.recv().await {
+        let Some(inner) = hub.upgrade() else { return };
+        match event {
+            BusEvent::Message { app, seq, stream_id, unread, message } => {
+                if let Some(app) = inner.apps.get(&app) {
+                    if seq > app.log.lock().head + 1 {
+                        app.catch_up(&cluster).await;
+                    }
+                    app.apply(seq, Some(stream_id), message, &unread);
+                }
+            }
+            BusEvent::Unread { app, changes } => {
+                if let Some(app) = inner.apps.get(&app) {
+                    let changes: Vec<UnreadChange> =
+                        changes.into_iter().map(|(user, unread)| UnreadChange { app: app.id.clone(), user, unread }).collect();
+                    app.notify_unread(&changes);
+                }
+            }
+            BusEvent::Presence { app, event } => {
+                if let Some(app) = inner.apps.get(&app) {
+                    let _ = app.presence.send(event);
+                }
+            }
+            BusEvent::Kick { app, kick } => {
+                if let Some(app) = inner.apps.get(&app) {
+                    app.kick_local(kick.user.as_deref(), kick.connection.as_deref(), kick.reason.as_deref());
+                }
+            }
+            BusEvent::Resubscribed => {
+                for app in inner.apps.values() {
+                    app.catch_up(&cluster).await;
+                }
+            }
+        }
+    }
+}
+

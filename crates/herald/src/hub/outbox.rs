@@ -28,6 +28,8 @@ pub enum CloseReason {
     Expired,
     /// The hub is shutting down.
     Shutdown,
+    /// The cluster's history was lost or outran this node; clients must reset.
+    Resync,
 }
 
 #[derive(Debug)]

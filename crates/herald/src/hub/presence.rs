@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::conn::ConnectionInfo;
@@ -19,7 +19,7 @@ const WEBHOOK_QUEUE: usize = 10_000;
 const WEBHOOK_ATTEMPTS: u32 = 6;
 
 /// Whether a connection came or went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PresenceKind {
     /// A stream opened.
@@ -29,7 +29,7 @@ pub enum PresenceKind {
 }
 
 /// One coming or going.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PresenceEvent {
     /// `connect` or `disconnect`.
     #[serde(rename = "type")]
