@@ -56,7 +56,11 @@ fn after_help() -> String {
 async fn main() -> ExitCode {
     let Command::Serve(args) = Cli::parse().command;
     init_logging(args.log_json);
-    let flags = settings::Overrides { listen: args.listen.as_deref(), store: args.store.as_deref(), heartbeat_secs: args.heartbeat_secs };
+    let flags = settings::Overrides {
+        listen: args.listen.as_deref(),
+        store: args.store.as_deref(),
+        heartbeat_secs: args.heartbeat_secs,
+    };
     let mut config = match settings::load(args.config.as_deref(), |k| std::env::var(k).ok(), flags) {
         Ok(config) => config,
         Err(error) => {
@@ -76,7 +80,9 @@ async fn main() -> ExitCode {
 
 async fn run(config: Config, dev_user_token: Option<String>) -> Result<(), Box<dyn std::error::Error>> {
     let tls = herald::server::tls_acceptor(&config)?;
-    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| format!("cannot listen on `{}`: {e}", config.listen))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on `{}`: {e}", config.listen))?;
     let hub = Hub::new(config.clone()).await?;
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -113,10 +119,15 @@ fn dev_credentials(config: &mut Config) -> String {
         app.cors_origins.push("*".into());
     }
     let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) + 24 * 3600;
-    let claims = serde_json::json!({ "sub": "alice", "tenant": "acme", "sid": "alice-laptop", "channels": ["*"], "exp": exp });
+    let claims =
+        serde_json::json!({ "sub": "alice", "tenant": "acme", "sid": "alice-laptop", "channels": ["*"], "exp": exp });
     match &app.jwt_secret {
-        Some(secret) => jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()))
-            .expect("HS256 signing cannot fail"),
+        Some(secret) => jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .expect("HS256 signing cannot fail"),
         None => "(the app verifies RS256/ES256 tokens: mint one with your private key)".into(),
     }
 }

@@ -127,13 +127,17 @@ fn set_store(table: &mut Table, value: &str) {
 fn parse(var: &str, raw: &str, kind: Kind) -> Result<Value, String> {
     Ok(match kind {
         Kind::Text => Value::String(raw.into()),
-        Kind::Number => Value::Integer(raw.trim().parse().map_err(|_| format!("`{var}` must be a whole number, not `{raw}`"))?),
+        Kind::Number => {
+            Value::Integer(raw.trim().parse().map_err(|_| format!("`{var}` must be a whole number, not `{raw}`"))?)
+        }
         Kind::Flag => Value::Boolean(match raw.trim() {
             "1" | "true" | "yes" => true,
             "0" | "false" | "no" | "" => false,
             _ => return Err(format!("`{var}` must be true or false, not `{raw}`")),
         }),
-        Kind::List => Value::Array(raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| Value::String(s.into())).collect()),
+        Kind::List => Value::Array(
+            raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| Value::String(s.into())).collect(),
+        ),
     })
 }
 

@@ -79,9 +79,9 @@ impl Verifier {
     pub fn new(path: &str, app: &AppConfig) -> Result<Self, ConfigError> {
         let key = match (&app.jwt_secret, &app.jwt_public_key) {
             (Some(secret), _) => Some((DecodingKey::from_secret(secret.as_bytes()), Algorithm::HS256)),
-            (None, Some(pem)) => Some(public_key(pem).map_err(|problem| {
-                ConfigError::new(format!("{path}.jwt_public_key"), problem)
-            })?),
+            (None, Some(pem)) => {
+                Some(public_key(pem).map_err(|problem| ConfigError::new(format!("{path}.jwt_public_key"), problem))?)
+            }
             (None, None) => None,
         };
         Ok(Self { key, allow_anonymous: app.allow_anonymous })
@@ -181,7 +181,8 @@ mod tests {
 
     #[test]
     fn channel_patterns() {
-        let claims = Claims { sub: None, tenant: None, sid: None, exp: None, channels: vec!["orders.*".into(), "news".into()] };
+        let claims =
+            Claims { sub: None, tenant: None, sid: None, exp: None, channels: vec!["orders.*".into(), "news".into()] };
         assert!(claims.may_join("orders.7"));
         assert!(claims.may_join("news"));
         assert!(!claims.may_join("newsroom"));

@@ -247,7 +247,10 @@ impl Config {
                     return Err(ConfigError::new(format!("{path}.api_key"), "must be at least 16 characters"));
                 }
                 if !keys.insert(key.as_str()) {
-                    return Err(ConfigError::new(format!("{path}.api_key"), "is used by two apps; keys decide the app"));
+                    return Err(ConfigError::new(
+                        format!("{path}.api_key"),
+                        "is used by two apps; keys decide the app",
+                    ));
                 }
             }
             if let Some(secret) = &app.jwt_secret {
@@ -262,15 +265,24 @@ impl Config {
                 ));
             }
             if app.webhook_url.is_some() && app.webhook_secret.is_none() {
-                return Err(ConfigError::new(format!("{path}.webhook_secret"), "is required when `webhook_url` is set"));
+                return Err(ConfigError::new(
+                    format!("{path}.webhook_secret"),
+                    "is required when `webhook_url` is set",
+                ));
             }
             if app.upstream_url.is_some() && app.upstream_secret.is_none() {
-                return Err(ConfigError::new(format!("{path}.upstream_secret"), "is required when `upstream_url` is set"));
+                return Err(ConfigError::new(
+                    format!("{path}.upstream_secret"),
+                    "is required when `upstream_url` is set",
+                ));
             }
             for (key, url) in [("webhook_url", &app.webhook_url), ("upstream_url", &app.upstream_url)] {
                 if let Some(url) = url {
                     if !url.starts_with("http://") || url.parse::<http::Uri>().is_err() {
-                        return Err(ConfigError::new(format!("{path}.{key}"), format!("`{url}` is not an http:// URL")));
+                        return Err(ConfigError::new(
+                            format!("{path}.{key}"),
+                            format!("`{url}` is not an http:// URL"),
+                        ));
                     }
                 }
             }

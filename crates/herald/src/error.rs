@@ -54,8 +54,11 @@ impl Error {
             Self::Token(_) => StatusCode::UNAUTHORIZED,
             Self::ChannelForbidden(_) => StatusCode::FORBIDDEN,
             Self::TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Store(StoreError::Locked(_) | StoreError::Corrupt(..) | StoreError::Failed(_)) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Store(StoreError::DiskFull | StoreError::Overloaded | StoreError::Unavailable(_)) | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(StoreError::Locked(_) | StoreError::Corrupt(..) | StoreError::Failed(_)) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            Self::Store(StoreError::DiskFull | StoreError::Overloaded | StoreError::Unavailable(_))
+            | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

@@ -107,7 +107,15 @@ pub struct Message {
 
 impl Message {
     /// Builds a message and encodes its frame once.
-    pub fn new(epoch: &str, seq: u64, time_ms: u64, targets: Targets, event: Option<String>, data: String, durable: bool) -> Self {
+    pub fn new(
+        epoch: &str,
+        seq: u64,
+        time_ms: u64,
+        targets: Targets,
+        event: Option<String>,
+        data: String,
+        durable: bool,
+    ) -> Self {
         let id = crate::id::format(epoch, seq, durable);
         let frame = crate::sse::event(Some(&id), event.as_deref(), &data);
         Self { seq, id, time_ms, targets, event, data, durable, frame }
@@ -116,7 +124,5 @@ impl Message {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

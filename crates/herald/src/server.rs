@@ -91,13 +91,23 @@ pub async fn serve(
             let served = async {
                 match tls {
                     Some(tls) => match tls.accept(stream).await {
-                        Ok(stream) => watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await,
+                        Ok(stream) => {
+                            watcher
+                                .watch(
+                                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned(),
+                                )
+                                .await
+                        }
                         Err(error) => {
                             tracing::debug!(%error, "TLS handshake failed.");
                             Ok(())
                         }
                     },
-                    None => watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned()).await,
+                    None => {
+                        watcher
+                            .watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned())
+                            .await
+                    }
                 }
             };
             tokio::select! {

@@ -36,7 +36,11 @@ impl RedisInbox {
     }
 
     /// Every durable message of `user`, by sequence, with its read mark.
-    async fn load(mut conn: ConnectionManager, app: &str, user: &str) -> Result<BTreeMap<u64, (Record, Option<u64>)>, StoreError> {
+    async fn load(
+        mut conn: ConnectionManager,
+        app: &str,
+        user: &str,
+    ) -> Result<BTreeMap<u64, (Record, Option<u64>)>, StoreError> {
         let (records, reads): (HashMap<u64, String>, HashMap<u64, u64>) = redis::pipe()
             .hgetall(keys::inbox(app, user))
             .hgetall(keys::read(app, user))
@@ -45,14 +49,24 @@ impl RedisInbox {
             .map_err(unavailable)?;
         Ok(records
             .into_iter()
-            .filter_map(|(seq, json)| Some((seq, (serde_json::from_str::<Record>(&json).ok()?, reads.get(&seq).copied()))))
+            .filter_map(|(seq, json)| {
+                Some((seq, (serde_json::from_str::<Record>(&json).ok()?, reads.get(&seq).copied())))
+            })
             .collect())
     }
 }
 
 fn view(epoch: &str, seq: u64, record: Record, read_ms: Option<u64>) -> UserMessage {
     let id = crate::id::format(epoch, seq, true);
-    UserMessage { seq, id, event: record.event, data: record.data, created_ms: record.created_ms, expires_ms: record.expires_ms, read_ms }
+    UserMessage {
+        seq,
+        id,
+        event: record.event,
+        data: record.data,
+        created_ms: record.created_ms,
+        expires_ms: record.expires_ms,
+        read_ms,
+    }
 }
 
 impl Inbox for RedisInbox {
@@ -99,7 +113,12 @@ impl Inbox for RedisInbox {
         .boxed()
     }
 
-    fn messages(&self, app: &str, user: &str, q: MessageQuery) -> BoxFuture<'static, Result<Vec<UserMessage>, StoreError>> {
+    fn messages(
+        &self,
+        app: &str,
+        user: &str,
+        q: MessageQuery,
+    ) -> BoxFuture<'static, Result<Vec<UserMessage>, StoreError>> {
         let conn = self.conn.clone();
         let epoch = self.epoch(app);
         let (app, user) = (app.to_string(), user.to_string());
@@ -109,7 +128,9 @@ impl Inbox for RedisInbox {
             Ok(all
                 .into_iter()
                 .rev()
-                .filter(|(seq, (r, read))| q.before.is_none_or(|b| *seq < b) && r.expires_ms > now && (!q.unread_only || read.is_none()))
+                .filter(|(seq, (r, read))| {
+                    q.before.is_none_or(|b| *seq < b) && r.expires_ms > now && (!q.unread_only || read.is_none())
+                })
                 .take(q.limit)
                 .map(|(seq, (r, read))| view(&epoch, seq, r, read))
                 .collect())
@@ -123,7 +144,8 @@ impl Inbox for RedisInbox {
         async move {
             let mut changes = Vec::new();
             for app in apps {
-                let expired: Vec<String> = conn.zrangebyscore_limit(keys::expiry(&app), 0, now_ms, 0, 1000).await.map_err(unavailable)?;
+                let expired: Vec<String> =
+                    conn.zrangebyscore_limit(keys::expiry(&app), 0, now_ms, 0, 1000).await.map_err(unavailable)?;
                 let mut users = Vec::new();
                 for member in &expired {
                     let Some((user, seq)) = member.split_once('\n') else { continue };
@@ -142,8 +164,12 @@ impl Inbox for RedisInbox {
                 users.sort();
                 users.dedup();
                 for user in users {
-                    let (total, read): (i64, i64) =
-                        redis::pipe().hlen(keys::inbox(&app, &user)).hlen(keys::read(&app, &user)).query_async(&mut conn).await.map_err(unavailable)?;
+                    let (total, read): (i64, i64) = redis::pipe()
+                        .hlen(keys::inbox(&app, &user))
+                        .hlen(keys::read(&app, &user))
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(unavailable)?;
                     changes.push(UnreadChange { app: app.clone(), user, unread: (total - read).max(0) as u64 });
                 }
             }

@@ -104,7 +104,12 @@ pub(crate) struct Cluster {
 
 impl Cluster {
     /// Connects, and starts the presence writer. `apps` are the app ids this node serves.
-    pub(crate) async fn connect(url: &str, node: Arc<str>, apps: Vec<String>, presence_ttl: Duration) -> Result<Arc<Self>, StoreError> {
+    pub(crate) async fn connect(
+        url: &str,
+        node: Arc<str>,
+        apps: Vec<String>,
+        presence_ttl: Duration,
+    ) -> Result<Arc<Self>, StoreError> {
         let client = redis::Client::open(url).map_err(|e| StoreError::Failed(format!("`redis_url`: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(COMMAND_TIMEOUT)
@@ -128,11 +133,19 @@ impl Cluster {
     }
 
     /// The app's epoch (created on first use), its head, and its history from the stream.
-    pub(crate) async fn open_app(&self, app: &str, limits: HistoryLimits) -> Result<(Opened, Option<String>), StoreError> {
+    pub(crate) async fn open_app(
+        &self,
+        app: &str,
+        limits: HistoryLimits,
+    ) -> Result<(Opened, Option<String>), StoreError> {
         let mut conn = self.conn.clone();
         let _: bool = conn.set_nx(keys::epoch(app), crate::id::random_token(6)).await.map_err(unavailable)?;
-        let (epoch, head): (String, Option<u64>) =
-            redis::pipe().get(keys::epoch(app)).get(keys::seq(app)).query_async(&mut conn).await.map_err(unavailable)?;
+        let (epoch, head): (String, Option<u64>) = redis::pipe()
+            .get(keys::epoch(app))
+            .get(keys::seq(app))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
         let head = head.unwrap_or(0);
         self.inbox.epochs.lock().insert(app.to_string(), epoch.clone());
         let oldest = crate::message::now_ms().saturating_sub(limits.max_age_ms);
@@ -144,14 +157,22 @@ impl Cluster {
 
     /// The app's current epoch and head, to detect a Redis that lost its data.
     pub(crate) async fn epoch_and_head(&self, app: &str) -> Result<(Option<String>, u64), StoreError> {
-        let (epoch, head): (Option<String>, Option<u64>) =
-            redis::pipe().get(keys::epoch(app)).get(keys::seq(app)).query_async(&mut self.conn.clone()).await.map_err(unavailable)?;
+        let (epoch, head): (Option<String>, Option<u64>) = redis::pipe()
+            .get(keys::epoch(app))
+            .get(keys::seq(app))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
         Ok((epoch, head.unwrap_or(0)))
     }
 
     /// Stream entries after `after` (exclusive; the whole stream when `None`), and the id of
     /// the last one read.
-    pub(crate) async fn read_stream(&self, app: &str, after: Option<&str>) -> Result<(Vec<StoredMessage>, Option<String>), StoreError> {
+    pub(crate) async fn read_stream(
+        &self,
+        app: &str,
+        after: Option<&str>,
+    ) -> Result<(Vec<StoredMessage>, Option<String>), StoreError> {
         let mut conn = self.conn.clone();
         let mut start = after.map_or("-".to_string(), |id| format!("({id}"));
         let mut out = Vec::new();
@@ -164,7 +185,14 @@ impl Cluster {
                 let seq: Option<u64> = entry.get("seq");
                 let json: Option<String> = entry.get("m");
                 if let (Some(seq), Some(Ok(m))) = (seq, json.map(|j| serde_json::from_str::<WireMessage>(&j))) {
-                    out.push(StoredMessage { seq, time_ms: m.time_ms, targets: m.targets, event: m.event, data: m.data, durable: m.durable });
+                    out.push(StoredMessage {
+                        seq,
+                        time_ms: m.time_ms,
+                        targets: m.targets,
+                        event: m.event,
+                        data: m.data,
+                        durable: m.durable,
+                    });
                 }
                 start = format!("({}", entry.id);
                 last = Some(entry.id);
@@ -239,10 +267,15 @@ impl Cluster {
 
     /// Keeps this node's presence in Redis: applies comings and goings as they happen,
     /// refreshes the node's liveness, and rewrites everything after Redis was unreachable.
-    async fn write_presence(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<(String, PresenceEvent)>, apps: Vec<String>) {
+    async fn write_presence(
+        self: Arc<Self>,
+        mut rx: mpsc::UnboundedReceiver<(String, PresenceEvent)>,
+        apps: Vec<String>,
+    ) {
         let mut conn = self.conn.clone();
         let mut refresh = tokio::time::interval(self.presence_ttl / 3);
-        let mut local: HashMap<String, HashMap<String, String>> = apps.iter().map(|a| (a.clone(), HashMap::new())).collect();
+        let mut local: HashMap<String, HashMap<String, String>> =
+            apps.iter().map(|a| (a.clone(), HashMap::new())).collect();
         let mut stale = true;
         loop {
             tokio::select! {
@@ -348,16 +381,17 @@ fn parse(app: &str, payload: &[u8], own_node: &str) -> Option<BusEvent> {
             let seq = parts.next()?.parse().ok()?;
             let stream_id = parts.next()?.to_string();
             let flat: Vec<serde_json::Value> = serde_json::from_str(parts.next()?).ok()?;
-            let unread = flat.chunks(2).filter_map(|p| Some((p.first()?.as_str()?.to_string(), p.get(1)?.as_u64()?))).collect();
+            let unread =
+                flat.chunks(2).filter_map(|p| Some((p.first()?.as_str()?.to_string(), p.get(1)?.as_u64()?))).collect();
             Some(BusEvent::Message { app, seq, stream_id, unread, message: serde_json::from_str(json).ok()? })
         }
         "u" => Some(BusEvent::Unread { app, changes: serde_json::from_str(rest).ok()? }),
         "p" => {
             let (node, json) = rest.split_once(' ')?;
-            (node != own_node).then(|| serde_json::from_str(json).ok().map(|event| BusEvent::Presence { app, event }))?
+            (node != own_node)
+                .then(|| serde_json::from_str(json).ok().map(|event| BusEvent::Presence { app, event }))?
         }
         "k" => Some(BusEvent::Kick { app, kick: serde_json::from_str(rest).ok()? }),
         _ => None,
     }
 }
-

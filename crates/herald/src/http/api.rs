@@ -48,7 +48,11 @@ impl From<PublishBody> for Publish {
 }
 
 /// `POST /api/publish`.
-pub(crate) async fn publish(State(hub): State<Hub>, ApiApp(app): ApiApp, JsonBody(body): JsonBody<PublishBody>) -> Result<Response, Problem> {
+pub(crate) async fn publish(
+    State(hub): State<Hub>,
+    ApiApp(app): ApiApp,
+    JsonBody(body): JsonBody<PublishBody>,
+) -> Result<Response, Problem> {
     Ok(Json(hub.publish(&app, body.into()).await?).into_response())
 }
 
@@ -90,13 +94,21 @@ pub(crate) async fn users(State(hub): State<Hub>, ApiApp(app): ApiApp, parts: Pa
 }
 
 /// `GET /api/users/{id}`.
-pub(crate) async fn user(State(hub): State<Hub>, ApiApp(app): ApiApp, Path(user): Path<String>) -> Result<Response, Problem> {
+pub(crate) async fn user(
+    State(hub): State<Hub>,
+    ApiApp(app): ApiApp,
+    Path(user): Path<String>,
+) -> Result<Response, Problem> {
     let connections = hub.user_connections(&app, &user).await?;
     Ok(Json(json!({ "id": user, "online": !connections.is_empty(), "connections": connections })).into_response())
 }
 
 /// `GET /api/connections`.
-pub(crate) async fn connections(State(hub): State<Hub>, ApiApp(app): ApiApp, parts: Parts) -> Result<Response, Problem> {
+pub(crate) async fn connections(
+    State(hub): State<Hub>,
+    ApiApp(app): ApiApp,
+    parts: Parts,
+) -> Result<Response, Problem> {
     let pairs = query_pairs(&parts);
     let filter = ConnectionFilter {
         user: query_value(&pairs, "user").map(str::to_owned),
@@ -108,14 +120,24 @@ pub(crate) async fn connections(State(hub): State<Hub>, ApiApp(app): ApiApp, par
 }
 
 /// `DELETE /api/users/{id}/connections`.
-pub(crate) async fn kick_user(State(hub): State<Hub>, ApiApp(app): ApiApp, Path(user): Path<String>, parts: Parts) -> Result<Response, Problem> {
+pub(crate) async fn kick_user(
+    State(hub): State<Hub>,
+    ApiApp(app): ApiApp,
+    Path(user): Path<String>,
+    parts: Parts,
+) -> Result<Response, Problem> {
     let pairs = query_pairs(&parts);
     let kicked = hub.kick_user(&app, &user, query_value(&pairs, "reason")).await?;
     Ok(Json(json!({ "kicked": kicked })).into_response())
 }
 
 /// `DELETE /api/connections/{id}`.
-pub(crate) async fn kick_connection(State(hub): State<Hub>, ApiApp(app): ApiApp, Path(id): Path<String>, parts: Parts) -> Result<Response, Problem> {
+pub(crate) async fn kick_connection(
+    State(hub): State<Hub>,
+    ApiApp(app): ApiApp,
+    Path(id): Path<String>,
+    parts: Parts,
+) -> Result<Response, Problem> {
     let pairs = query_pairs(&parts);
     hub.kick_connection(&app, &id, query_value(&pairs, "reason")).await?;
     Ok(Json(json!({ "kicked": 1 })).into_response())
@@ -166,7 +188,12 @@ pub(crate) async fn ack(
 }
 
 /// `GET /api/users/{id}/messages`.
-pub(crate) async fn messages(State(hub): State<Hub>, ApiApp(app): ApiApp, Path(user): Path<String>, parts: Parts) -> Result<Response, Problem> {
+pub(crate) async fn messages(
+    State(hub): State<Hub>,
+    ApiApp(app): ApiApp,
+    Path(user): Path<String>,
+    parts: Parts,
+) -> Result<Response, Problem> {
     let pairs = query_pairs(&parts);
     let unread_only = match query_value(&pairs, "state").unwrap_or("unread") {
         "unread" => true,
@@ -196,14 +223,22 @@ fn rfc3339_ms(ms: u64) -> String {
 }
 
 /// `GET /api/users/{id}/unread`.
-pub(crate) async fn unread(State(hub): State<Hub>, ApiApp(app): ApiApp, Path(user): Path<String>) -> Result<Response, Problem> {
+pub(crate) async fn unread(
+    State(hub): State<Hub>,
+    ApiApp(app): ApiApp,
+    Path(user): Path<String>,
+) -> Result<Response, Problem> {
     let unread = hub.unread(&app, &user).await?;
     Ok(Json(json!({ "user": user, "unread": unread })).into_response())
 }
 
 /// Answers a known path with the wrong method.
 pub(crate) async fn method_not_allowed() -> Problem {
-    Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "this path does not accept that method; see docs/PROTOCOL.md")
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "this path does not accept that method; see docs/PROTOCOL.md",
+    )
 }
 
 /// Answers an unknown path.

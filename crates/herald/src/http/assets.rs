@@ -22,9 +22,15 @@ fn etag(content: &str) -> String {
     format!("\"{}\"", hex::encode(&digest.as_ref()[..8]))
 }
 
-fn cached(parts: &Parts, content: &'static str, tag: &'static OnceLock<String>, content_type: &'static str) -> Response {
+fn cached(
+    parts: &Parts,
+    content: &'static str,
+    tag: &'static OnceLock<String>,
+    content_type: &'static str,
+) -> Response {
     let tag = tag.get_or_init(|| etag(content));
-    let versioned = parts.uri.query().is_some_and(|q| q.split('&').any(|p| p == format!("v={}", tag.trim_matches('"'))));
+    let versioned =
+        parts.uri.query().is_some_and(|q| q.split('&').any(|p| p == format!("v={}", tag.trim_matches('"'))));
     // A versioned URL never changes; an unversioned one is revalidated so updates reach pages.
     let cache = if versioned { "public, max-age=31536000, immutable" } else { "public, max-age=300, must-revalidate" };
     let mut response = if parts.headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(tag.as_str()) {
@@ -65,5 +71,6 @@ pub(crate) async fn healthz(State(hub): State<Hub>) -> Response {
 
 /// `GET /metrics`, Prometheus text.
 pub(crate) async fn metrics(State(hub): State<Hub>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], hub.metrics().render(hub.connection_count())).into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], hub.metrics().render(hub.connection_count()))
+        .into_response()
 }

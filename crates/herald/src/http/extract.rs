@@ -25,7 +25,11 @@ impl FromRequestParts<Hub> for ApiApp {
 
     async fn from_request_parts(parts: &mut Parts, hub: &Hub) -> Result<Self, Problem> {
         let key = bearer(&parts.headers).ok_or_else(|| {
-            Problem::new(StatusCode::UNAUTHORIZED, "api-key-missing", "send the app's API key as `Authorization: Bearer <key>`")
+            Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "api-key-missing",
+                "send the app's API key as `Authorization: Bearer <key>`",
+            )
         })?;
         hub.app_for_key(key)
             .map(|app| Self(app.to_string()))
@@ -43,7 +47,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "the request body is over the size limit")
+                Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload-too-large",
+                    "the request body is over the size limit",
+                )
             } else {
                 Problem::bad_request(format!("could not read the request body: {e}"))
             }
@@ -83,7 +91,9 @@ pub(crate) fn query_value<'a>(pairs: &'a [(String, String)], key: &str) -> Optio
 /// Parses an optional numeric query value, naming it when it is not a number.
 pub(crate) fn query_number(pairs: &[(String, String)], key: &str) -> Result<Option<u64>, Problem> {
     query_value(pairs, key)
-        .map(|v| v.parse().map_err(|_| Problem::bad_request(format!("`{key}` must be a non-negative integer, not `{v}`"))))
+        .map(|v| {
+            v.parse().map_err(|_| Problem::bad_request(format!("`{key}` must be a non-negative integer, not `{v}`")))
+        })
         .transpose()
 }
 
@@ -105,10 +115,8 @@ pub(crate) fn subscriber(parts: &Parts, hub: &Hub) -> (String, SubscribeRequest)
         .and_then(|v| v.to_str().ok())
         .or_else(|| query_value(&pairs, "lastEventId"))
         .map(str::to_owned);
-    let remote_addr = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
+    let remote_addr =
+        parts.extensions.get::<ConnectInfo<SocketAddr>>().map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
     let request = SubscribeRequest {
         token,
         channels: pairs.iter().filter(|(k, _)| k == "channel").map(|(_, v)| v.clone()).collect(),

@@ -20,8 +20,10 @@ use crate::hub::Hub;
 
 /// Every endpoint of the hub, with its state applied.
 pub fn router(hub: Hub) -> Router {
-    let body_limit = hub.config().all_apps().map(|(_, a)| a.limits.max_payload_bytes).max().unwrap_or(0) * 4 + 64 * 1024;
-    let batch_limit = hub.config().all_apps().map(|(_, a)| a.limits.max_payload_bytes * a.limits.max_batch).max().unwrap_or(0);
+    let body_limit =
+        hub.config().all_apps().map(|(_, a)| a.limits.max_payload_bytes).max().unwrap_or(0) * 4 + 64 * 1024;
+    let batch_limit =
+        hub.config().all_apps().map(|(_, a)| a.limits.max_payload_bytes * a.limits.max_batch).max().unwrap_or(0);
     let api = Router::new()
         .route("/publish", post(api::publish))
         .route("/publish/batch", post(api::publish_batch).layer(DefaultBodyLimit::max(batch_limit)))
@@ -57,7 +59,9 @@ fn cors(hub: &Hub) -> CorsLayer {
     let origins: Vec<String> = hub.config().all_apps().flat_map(|(_, a)| a.cors_origins.clone()).collect();
     let any = origins.iter().any(|o| o == "*");
     CorsLayer::new()
-        .allow_origin(AllowOrigin::predicate(move |origin, _| any || origin.to_str().is_ok_and(|o| origins.iter().any(|x| x == o))))
+        .allow_origin(AllowOrigin::predicate(move |origin, _| {
+            any || origin.to_str().is_ok_and(|o| origins.iter().any(|x| x == o))
+        }))
         .allow_credentials(true)
         .allow_methods([Method::GET, Method::POST, Method::DELETE])
         .allow_headers([

@@ -34,13 +34,21 @@ pub fn signed_string(timestamp: u64, app: &str, user: &str, tenant: &str, sessio
     format!("{timestamp}\n{app}\n{user}\n{tenant}\n{session}\n{connection}")
 }
 
-pub(crate) async fn send(State(hub): State<Hub>, Path(path): Path<String>, request: Request) -> Result<Response, Problem> {
+pub(crate) async fn send(
+    State(hub): State<Hub>,
+    Path(path): Path<String>,
+    request: Request,
+) -> Result<Response, Problem> {
     let (mut parts, body) = request.into_parts();
     let (app, subscriber_request) = subscriber(&parts, &hub);
     let claims = hub.authenticate(&app, &subscriber_request)?;
     let config = hub.app_config(&app)?;
     let (Some(upstream), Some(secret)) = (&config.upstream_url, &config.upstream_secret) else {
-        return Err(Problem::new(StatusCode::NOT_IMPLEMENTED, "no-upstream", "this app has no `upstream_url`, so sends have nowhere to go"));
+        return Err(Problem::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "no-upstream",
+            "this app has no `upstream_url`, so sends have nowhere to go",
+        ));
     };
     let limit = config.limits.max_send_bytes;
     let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
@@ -48,9 +56,11 @@ pub(crate) async fn send(State(hub): State<Hub>, Path(path): Path<String>, reque
         return Err(too_large(limit));
     }
 
-    let query = parts.uri.query().map(|q| strip_token(q)).filter(|q| !q.is_empty());
-    let uri = format!("{}/{}{}", upstream.trim_end_matches('/'), path, query.map(|q| format!("?{q}")).unwrap_or_default());
-    let uri: http::Uri = uri.parse().map_err(|_| Problem::bad_request(format!("`{path}` does not make a valid upstream URL")))?;
+    let query = parts.uri.query().map(strip_token).filter(|q| !q.is_empty());
+    let uri =
+        format!("{}/{}{}", upstream.trim_end_matches('/'), path, query.map(|q| format!("?{q}")).unwrap_or_default());
+    let uri: http::Uri =
+        uri.parse().map_err(|_| Problem::bad_request(format!("`{path}` does not make a valid upstream URL")))?;
 
     let connection = parts.headers.get("x-herald-connection").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let headers = &mut parts.headers;
@@ -62,8 +72,10 @@ pub(crate) async fn send(State(hub): State<Hub>, Path(path): Path<String>, reque
         headers.remove(name);
     }
     let timestamp = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (user, tenant, session) = (claims.sub.unwrap_or_default(), claims.tenant.unwrap_or_default(), claims.sid.unwrap_or_default());
-    let signature = crate::auth::sign(secret, signed_string(timestamp, &app, &user, &tenant, &session, &connection).as_bytes());
+    let (user, tenant, session) =
+        (claims.sub.unwrap_or_default(), claims.tenant.unwrap_or_default(), claims.sid.unwrap_or_default());
+    let signature =
+        crate::auth::sign(secret, signed_string(timestamp, &app, &user, &tenant, &session, &connection).as_bytes());
     for (name, value) in [
         ("x-herald-app", app.as_str()),
         ("x-herald-user", &user),
@@ -73,23 +85,31 @@ pub(crate) async fn send(State(hub): State<Hub>, Path(path): Path<String>, reque
         ("x-herald-timestamp", &timestamp.to_string()),
         ("x-herald-signature", &signature),
     ] {
-        let value = HeaderValue::from_str(value).map_err(|_| Problem::bad_request(format!("`{name}` would not be a valid header value")))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| Problem::bad_request(format!("`{name}` would not be a valid header value")))?;
         headers.insert(HeaderName::from_static(name), value);
     }
 
-    let body: UpstreamBody = Limited::new(body, limit).map_err(|e| e as Box<dyn std::error::Error + Send + Sync>).boxed_unsync();
+    let body: UpstreamBody =
+        Limited::new(body, limit).map_err(|e| e as Box<dyn std::error::Error + Send + Sync>).boxed_unsync();
     let mut upstream_request = http::Request::from_parts(parts, body);
     *upstream_request.uri_mut() = uri;
     *upstream_request.version_mut() = http::Version::HTTP_11;
     let response = tokio::time::timeout(UPSTREAM_TIMEOUT, client().request(upstream_request))
         .await
-        .map_err(|_| Problem::new(StatusCode::GATEWAY_TIMEOUT, "upstream-timeout", "the upstream did not answer in time"))?
+        .map_err(|_| {
+            Problem::new(StatusCode::GATEWAY_TIMEOUT, "upstream-timeout", "the upstream did not answer in time")
+        })?
         .map_err(|e| {
             if is_length_limit(&e) {
                 too_large(limit)
             } else {
                 tracing::warn!(error = %e, "Upstream request failed.");
-                Problem::new(StatusCode::BAD_GATEWAY, "upstream-unreachable", "the upstream could not be reached; retry later")
+                Problem::new(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream-unreachable",
+                    "the upstream could not be reached; retry later",
+                )
             }
         })?;
     Ok(response.map(Body::new).into_response())
@@ -107,7 +127,11 @@ fn is_length_limit(e: &hyper_util::client::legacy::Error) -> bool {
 }
 
 fn too_large(limit: usize) -> Problem {
-    Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", format!("the body is over {limit} bytes (`limits.max_send_bytes`)"))
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload-too-large",
+        format!("the body is over {limit} bytes (`limits.max_send_bytes`)"),
+    )
 }
 
 /// Drops the subscriber's own parameters from the query forwarded upstream.

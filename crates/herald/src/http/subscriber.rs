@@ -50,8 +50,15 @@ pub(crate) struct AckBody {
 }
 
 /// `POST /ack`: the user named by the token acknowledges its durable messages.
-pub(crate) async fn ack(State(hub): State<Hub>, parts: Parts, JsonBody(body): JsonBody<AckBody>) -> Result<Response, Problem> {
+pub(crate) async fn ack(
+    State(hub): State<Hub>,
+    parts: Parts,
+    JsonBody(body): JsonBody<AckBody>,
+) -> Result<Response, Problem> {
     let (app, request) = subscriber(&parts, &hub);
-    let user = hub.authenticate(&app, &request)?.sub.ok_or(Error::Invalid("an anonymous token has no messages to acknowledge".into()))?;
+    let user = hub
+        .authenticate(&app, &request)?
+        .sub
+        .ok_or(Error::Invalid("an anonymous token has no messages to acknowledge".into()))?;
     Ok(Json(hub.ack(&app, &user, &body.ids).await?).into_response())
 }

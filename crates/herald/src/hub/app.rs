@@ -17,12 +17,12 @@ use super::outbox::{CloseReason, Outbox, StreamBody};
 use super::presence::{PresenceEvent, PresenceKind, Webhooks};
 use super::registry::{Refused, Registry};
 use crate::auth::{Claims, TokenError, Verifier};
+use crate::cluster::{Cluster, Record, WireMessage};
 use crate::config::AppConfig;
 use crate::error::Error;
 use crate::message::{now_ms, Identity, Message, Publish, Published, Targets};
 use crate::metrics::{add, Metrics};
 use crate::sse;
-use crate::cluster::{Cluster, Record, WireMessage};
 use crate::store::{DurableFor, HistoryLimits, Inbox, Store, UnreadChange, UserMessage};
 
 /// What a subscriber presents, on `/events` and `/poll` alike.
@@ -99,7 +99,9 @@ impl App {
     pub(crate) fn validate(&self, p: &Publish) -> Result<(), Error> {
         let limits = &self.config.limits;
         if p.to.is_empty() {
-            return Err(Error::Invalid("`to` names no recipient: give `users`, `sessions`, `tenants`, `channels` or `all: true`".into()));
+            return Err(Error::Invalid(
+                "`to` names no recipient: give `users`, `sessions`, `tenants`, `channels` or `all: true`".into(),
+            ));
         }
         let count = p.to.address_count();
         if count > limits.max_recipients {
@@ -108,7 +110,12 @@ impl App {
                 limits.max_recipients
             )));
         }
-        for (field, list) in [("users", &p.to.users), ("sessions", &p.to.sessions), ("tenants", &p.to.tenants), ("channels", &p.to.channels)] {
+        for (field, list) in [
+            ("users", &p.to.users),
+            ("sessions", &p.to.sessions),
+            ("tenants", &p.to.tenants),
+            ("channels", &p.to.channels),
+        ] {
             if list.iter().any(String::is_empty) {
                 return Err(Error::Invalid(format!("`to.{field}` contains an empty string")));
             }
@@ -125,10 +132,15 @@ impl App {
         }
         if let Some(ttl) = p.ttl {
             if !p.durable {
-                return Err(Error::Invalid("`ttl` applies only to durable messages; add `durable: true` or drop `ttl`".into()));
+                return Err(Error::Invalid(
+                    "`ttl` applies only to durable messages; add `durable: true` or drop `ttl`".into(),
+                ));
             }
             if ttl == 0 || ttl > limits.max_ttl_secs {
-                return Err(Error::Invalid(format!("`ttl` must be between 1 and {} seconds (`limits.max_ttl_secs`)", limits.max_ttl_secs)));
+                return Err(Error::Invalid(format!(
+                    "`ttl` must be between 1 and {} seconds (`limits.max_ttl_secs`)",
+                    limits.max_ttl_secs
+                )));
             }
         }
         if p.durable && p.to.all && !self.config.durable_all {
@@ -152,7 +164,9 @@ impl App {
             let mut log = self.log.lock();
             let message = Arc::new(Message::new(&log.epoch, log.head + 1, now_ms(), to, event, data, is_durable));
             // Enqueued before anyone can see the message, so an ack never overtakes its insert.
-            let commit = store.append(&self.id, message.clone(), durable).inspect_err(|_| add(&self.metrics.store_errors_total, 1))?;
+            let commit = store
+                .append(&self.id, message.clone(), durable)
+                .inspect_err(|_| add(&self.metrics.store_errors_total, 1))?;
             log.append(message.clone());
             (message, commit)
         };
@@ -169,13 +183,21 @@ impl App {
     async fn publish_clustered(&self, cluster: &Cluster, p: Publish) -> Result<Published, Error> {
         let durable = match p.durable {
             true => {
-                let remote = cluster.remote_connections(&self.id).await.inspect_err(|_| add(&self.metrics.store_errors_total, 1))?;
+                let remote = cluster
+                    .remote_connections(&self.id)
+                    .await
+                    .inspect_err(|_| add(&self.metrics.store_errors_total, 1))?;
                 Some(self.durable_recipients(&p, remote))
             }
             false => None,
         };
         let time_ms = now_ms();
-        let record = durable.as_ref().map(|d| Record { event: p.event.clone(), data: p.data.clone(), created_ms: time_ms, expires_ms: d.expires_ms });
+        let record = durable.as_ref().map(|d| Record {
+            event: p.event.clone(),
+            data: p.data.clone(),
+            created_ms: time_ms,
+            expires_ms: d.expires_ms,
+        });
         let wire = WireMessage { time_ms, targets: p.to, event: p.event, data: p.data, durable: p.durable };
         let mut head = self.head.subscribe();
         let seq = cluster
@@ -190,7 +212,10 @@ impl App {
     }
 
     pub(crate) fn history_limits(&self) -> HistoryLimits {
-        HistoryLimits { max_len: self.config.limits.history_size, max_age_ms: self.config.limits.history_age_secs * 1000 }
+        HistoryLimits {
+            max_len: self.config.limits.history_size,
+            max_age_ms: self.config.limits.history_age_secs * 1000,
+        }
     }
 
     /// Applies a message from the cluster bus (or the stream, when catching up): history, then
@@ -217,8 +242,10 @@ impl App {
             }
         }
         self.head.send_replace(seq);
-        let changes: Vec<UnreadChange> =
-            unread.iter().map(|(user, n)| UnreadChange { app: self.id.clone(), user: user.clone(), unread: *n }).collect();
+        let changes: Vec<UnreadChange> = unread
+            .iter()
+            .map(|(user, n)| UnreadChange { app: self.id.clone(), user: user.clone(), unread: *n })
+            .collect();
         self.notify_unread(&changes);
     }
 
@@ -254,7 +281,9 @@ impl App {
         let mut users = p.to.users.clone();
         let indirect = Targets { users: Vec::new(), ..p.to.clone() };
         if !indirect.is_empty() {
-            users.extend(self.registry.matching(&indirect).iter().filter_map(|c| c.who.user.as_deref().map(str::to_owned)));
+            users.extend(
+                self.registry.matching(&indirect).iter().filter_map(|c| c.who.user.as_deref().map(str::to_owned)),
+            );
             users.extend(remote.into_iter().filter(|c| indirect.matches(&c.identity())).filter_map(|c| c.user));
         }
         users.sort_unstable();
@@ -279,12 +308,17 @@ impl App {
         let claims = self.verifier.verify(token)?;
         let max = self.config.limits.max_channels;
         if req.channels.len() > max {
-            return Err(Error::Invalid(format!("{} channels requested; at most {max} are allowed (`limits.max_channels`)", req.channels.len())));
+            return Err(Error::Invalid(format!(
+                "{} channels requested; at most {max} are allowed (`limits.max_channels`)",
+                req.channels.len()
+            )));
         }
         let mut channels: Vec<Arc<str>> = Vec::with_capacity(req.channels.len());
         for channel in &req.channels {
             if channel.is_empty() || channel.len() > 200 || channel.contains('*') {
-                return Err(Error::Invalid(format!("channel `{channel}` is not a channel name: 1 to 200 characters, no `*`")));
+                return Err(Error::Invalid(format!(
+                    "channel `{channel}` is not a channel name: 1 to 200 characters, no `*`"
+                )));
             }
             if !claims.may_join(channel) {
                 return Err(Error::ChannelForbidden(channel.clone()));
@@ -327,12 +361,18 @@ impl App {
             outbox: Arc::new(Outbox::new(self.config.limits.queue_bytes, kill)),
         });
         let limits = &self.config.limits;
-        self.registry.insert(conn.clone(), limits.max_connections_per_user, limits.max_connections_per_ip).map_err(|r| {
-            Error::TooManyConnections(match r {
-                Refused::UserLimit(n) => format!("this user already has {n} open streams (`limits.max_connections_per_user`); close one first"),
-                Refused::AddressLimit(n) => format!("this address already has {n} open streams (`limits.max_connections_per_ip`)"),
-            })
-        })?;
+        self.registry.insert(conn.clone(), limits.max_connections_per_user, limits.max_connections_per_ip).map_err(
+            |r| {
+                Error::TooManyConnections(match r {
+                    Refused::UserLimit(n) => format!(
+                        "this user already has {n} open streams (`limits.max_connections_per_user`); close one first"
+                    ),
+                    Refused::AddressLimit(n) => {
+                        format!("this address already has {n} open streams (`limits.max_connections_per_ip`)")
+                    }
+                })
+            },
+        )?;
         add(&self.metrics.connects_total, 1);
         self.announce(PresenceKind::Connect, &conn);
         let app = self.clone();
@@ -410,7 +450,8 @@ impl App {
         if let Some((node, n)) = connection.and_then(parse_public_id) {
             conns.extend(self.registry.get(n).filter(|_| *self.node == *node));
         }
-        let last = reason.map(|reason| sse::event(None, Some("herald.kicked"), &json!({ "reason": reason }).to_string()));
+        let last =
+            reason.map(|reason| sse::event(None, Some("herald.kicked"), &json!({ "reason": reason }).to_string()));
         for conn in &conns {
             self.close(conn, last.clone(), CloseReason::Kicked);
         }
@@ -512,7 +553,11 @@ impl Start {
     fn frames(&self) -> Vec<Bytes> {
         let mut frames = Vec::with_capacity(self.pending.len() + self.replay.len() + 3);
         if let Some(reason) = self.reset {
-            frames.push(sse::event(Some(&self.head_id), Some("herald.reset"), &json!({ "reason": reason }).to_string()));
+            frames.push(sse::event(
+                Some(&self.head_id),
+                Some("herald.reset"),
+                &json!({ "reason": reason }).to_string(),
+            ));
         }
         for m in &self.pending {
             frames.push(sse::event(Some(&m.id), m.event.as_deref(), &m.data));

@@ -34,9 +34,9 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// The id clients and the API see: `<node>-<number in hex>`.
+    /// The id clients and the API see: `<node>-<number in hex>`, padded so ids sort by age.
     pub(crate) fn public_id(&self) -> String {
-        format!("{}-{:x}", self.node, self.id)
+        format!("{}-{:010x}", self.node, self.id)
     }
 
     /// The presence view of this connection.

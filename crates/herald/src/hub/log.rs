@@ -75,7 +75,9 @@ impl Log {
         let reset = |reason| Resume::Reset { head: self.head, reason };
         match EventId::parse(raw) {
             None => reset("the last event id is malformed"),
-            Some(id) if id.epoch != self.epoch => reset("the last event id belongs to a history this hub no longer has"),
+            Some(id) if id.epoch != self.epoch => {
+                reset("the last event id belongs to a history this hub no longer has")
+            }
             Some(id) if id.seq > self.head => reset("the last event id is ahead of this hub's history"),
             Some(id) if id.seq < self.floor => reset("the last event id is older than the retained history"),
             Some(id) => Resume::From(id.seq),

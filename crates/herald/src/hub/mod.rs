@@ -38,12 +38,14 @@ use presence::Webhooks;
 use registry::Registry;
 
 use crate::auth::{key_digest, Verifier};
+use crate::cluster::{BusEvent, Cluster, Kick};
 use crate::config::{Config, StoreKind};
 use crate::error::Error;
 use crate::message::{now_ms, Message, Publish, Published};
 use crate::metrics::{add, Metrics};
-use crate::cluster::{BusEvent, Cluster, Kick};
-use crate::store::{Acked, HistoryLimits, Inbox, MemoryStore, MessageQuery, SqliteStore, Store, UnreadChange, UserMessage};
+use crate::store::{
+    Acked, HistoryLimits, Inbox, MemoryStore, MessageQuery, SqliteStore, Store, UnreadChange, UserMessage,
+};
 use crate::{id, sse};
 
 /// A handle to a running hub; cheap to clone, and shared by the HTTP layer and in-process
@@ -208,7 +210,15 @@ impl Hub {
             Persistence::Cluster(cluster) => (cluster.inbox.clone() as Arc<dyn Inbox>, Some(cluster)),
         };
         let hub = Self {
-            inner: Arc::new(Inner { apps, by_key, metrics, inbox, next_conn: AtomicU64::new(1), shutdown: CancellationToken::new(), config }),
+            inner: Arc::new(Inner {
+                apps,
+                by_key,
+                metrics,
+                inbox,
+                next_conn: AtomicU64::new(1),
+                shutdown: CancellationToken::new(),
+                config,
+            }),
         };
         hub.spawn_maintenance();
         if let Some(cluster) = cluster {
@@ -273,7 +283,10 @@ impl Hub {
         let app = self.app(app)?;
         let max = app.config.limits.max_batch;
         if batch.len() > max {
-            return Err(Error::Invalid(format!("the batch has {} items; at most {max} are allowed (`limits.max_batch`)", batch.len())));
+            return Err(Error::Invalid(format!(
+                "the batch has {} items; at most {max} are allowed (`limits.max_batch`)",
+                batch.len()
+            )));
         }
         for (i, p) in batch.iter().enumerate() {
             app.validate(p).map_err(|e| Error::Invalid(format!("item {i}: {e}")))?;
@@ -290,7 +303,12 @@ impl Hub {
     /// # Errors
     ///
     /// The token, a channel or a connection limit refused it.
-    pub(crate) async fn subscribe(&self, app: &str, req: SubscribeRequest, kill: Option<CancellationToken>) -> Result<StreamBody, Error> {
+    pub(crate) async fn subscribe(
+        &self,
+        app: &str,
+        req: SubscribeRequest,
+        kill: Option<CancellationToken>,
+    ) -> Result<StreamBody, Error> {
         if self.inner.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
@@ -327,14 +345,29 @@ impl Hub {
             let reset = start.reset.is_some();
             let mut events = Vec::new();
             if let Some(reason) = start.reset {
-                events.push(PolledEvent { id: None, event: Some("herald.reset".into()), data: serde_json::json!({ "reason": reason }).to_string() });
+                events.push(PolledEvent {
+                    id: None,
+                    event: Some("herald.reset".into()),
+                    data: serde_json::json!({ "reason": reason }).to_string(),
+                });
             }
             // Durable backlog only on a fresh start, or a poll loop would repeat it at once.
             if first_call || reset {
-                events.extend(start.pending.iter().map(|m| PolledEvent { id: Some(m.id.clone()), event: m.event.clone(), data: m.data.clone() }));
+                events.extend(start.pending.iter().map(|m| PolledEvent {
+                    id: Some(m.id.clone()),
+                    event: m.event.clone(),
+                    data: m.data.clone(),
+                }));
             }
-            events.extend(start.replay.iter().map(|m| PolledEvent { id: Some(m.id.clone()), event: m.event.clone(), data: m.data.clone() }));
-            let position = start.replay.last().map_or(start.position_id, |m| m.id.clone());
+            events.extend(start.replay.iter().map(|m| PolledEvent {
+                id: Some(m.id.clone()),
+                event: m.event.clone(),
+                data: m.data.clone(),
+            }));
+            // The replay holds everything for this client up to the head it was read at, so the
+            // next call continues from there: a quiet client keeps up with a busy app instead of
+            // falling behind the retained history and being told to reset.
+            let position = start.head_id;
             if !events.is_empty() || first_call {
                 return Ok(PollAnswer { events, last_event_id: position, reset });
             }
@@ -365,7 +398,12 @@ impl Hub {
     /// # Errors
     ///
     /// An unknown app, or an unreachable cluster.
-    pub async fn online_users(&self, app: &str, limit: usize, cursor: Option<&str>) -> Result<Page<Vec<OnlineUser>>, Error> {
+    pub async fn online_users(
+        &self,
+        app: &str,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<Vec<OnlineUser>>, Error> {
         let app = self.app(app)?;
         let mut users = app.registry.users();
         for remote in self.remote(app).await? {
@@ -374,7 +412,10 @@ impl Hub {
             }
         }
         let mut items: Vec<OnlineUser> = users
-            .range::<str, _>((cursor.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded), std::ops::Bound::Unbounded))
+            .range::<str, _>((
+                cursor.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded),
+                std::ops::Bound::Unbounded,
+            ))
             .take(limit + 1)
             .map(|(id, n)| OnlineUser { id: id.to_string(), connections: *n })
             .collect();
@@ -401,7 +442,13 @@ impl Hub {
     /// # Errors
     ///
     /// An unknown app, or an unreachable cluster.
-    pub async fn connections(&self, app: &str, filter: &ConnectionFilter, limit: usize, cursor: Option<&str>) -> Result<Page<Vec<ConnectionInfo>>, Error> {
+    pub async fn connections(
+        &self,
+        app: &str,
+        filter: &ConnectionFilter,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<Vec<ConnectionInfo>>, Error> {
         let app = self.app(app)?;
         let local = match &filter.user {
             Some(user) => app.registry.of_user(user),
@@ -431,7 +478,8 @@ impl Hub {
         let app = self.app(app)?;
         let mut kicked = app.kick_local(Some(user), None, reason);
         if let Backbone::Cluster(cluster) = &app.backbone {
-            kicked += cluster.remote_connections(&app.id).await?.iter().filter(|c| c.user.as_deref() == Some(user)).count();
+            kicked +=
+                cluster.remote_connections(&app.id).await?.iter().filter(|c| c.user.as_deref() == Some(user)).count();
             let kick = Kick { user: Some(user.to_string()), connection: None, reason: reason.map(str::to_owned) };
             cluster.broadcast_kick(&app.id, &kick).await?;
         }
@@ -450,7 +498,8 @@ impl Hub {
         }
         if let Backbone::Cluster(cluster) = &app.backbone {
             if cluster.remote_connections(&app.id).await?.iter().any(|c| c.id == connection) {
-                let kick = Kick { user: None, connection: Some(connection.to_string()), reason: reason.map(str::to_owned) };
+                let kick =
+                    Kick { user: None, connection: Some(connection.to_string()), reason: reason.map(str::to_owned) };
                 cluster.broadcast_kick(&app.id, &kick).await?;
                 return Ok(());
             }
@@ -477,14 +526,16 @@ impl Hub {
         let epoch = app.log.lock().epoch.clone();
         let mut seqs = Vec::with_capacity(ids.len());
         for raw in ids {
-            let parsed = id::EventId::parse(raw).ok_or_else(|| Error::Invalid(format!("`{raw}` is not an event id (`<epoch>-<seq>[-d]`)")))?;
+            let parsed = id::EventId::parse(raw)
+                .ok_or_else(|| Error::Invalid(format!("`{raw}` is not an event id (`<epoch>-<seq>[-d]`)")))?;
             if parsed.epoch == epoch {
                 seqs.push(parsed.seq);
             }
         }
         let acked = app.inbox.ack(&app.id, user, seqs).await?;
         if acked.acked > 0 {
-            app.unread_changed(&[UnreadChange { app: app.id.clone(), user: user.to_string(), unread: acked.unread }]).await;
+            app.unread_changed(&[UnreadChange { app: app.id.clone(), user: user.to_string(), unread: acked.unread }])
+                .await;
         }
         Ok(acked)
     }
@@ -504,13 +555,25 @@ impl Hub {
     /// # Errors
     ///
     /// A malformed cursor, or a store failure.
-    pub async fn messages(&self, app: &str, user: &str, unread_only: bool, limit: usize, cursor: Option<&str>) -> Result<Page<Vec<UserMessage>>, Error> {
+    pub async fn messages(
+        &self,
+        app: &str,
+        user: &str,
+        unread_only: bool,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<Vec<UserMessage>>, Error> {
         let app = self.app(app)?;
         let before = match cursor {
-            Some(c) => Some(id::EventId::parse(c).map(|i| i.seq).ok_or_else(|| Error::Invalid(format!("`cursor` `{c}` is not an event id")))?),
+            Some(c) => Some(
+                id::EventId::parse(c)
+                    .map(|i| i.seq)
+                    .ok_or_else(|| Error::Invalid(format!("`cursor` `{c}` is not an event id")))?,
+            ),
             None => None,
         };
-        let mut items = app.inbox.messages(&app.id, user, MessageQuery { unread_only, limit: limit + 1, before }).await?;
+        let mut items =
+            app.inbox.messages(&app.id, user, MessageQuery { unread_only, limit: limit + 1, before }).await?;
         let more = items.len() > limit;
         items.truncate(limit);
         let next_cursor = more.then(|| items.last().map(|m| m.id.clone()).unwrap_or_default());
@@ -605,8 +668,10 @@ async fn apply_bus(hub: std::sync::Weak<Inner>, mut bus: tokio::sync::mpsc::Rece
             }
             BusEvent::Unread { app, changes } => {
                 if let Some(app) = inner.apps.get(&app) {
-                    let changes: Vec<UnreadChange> =
-                        changes.into_iter().map(|(user, unread)| UnreadChange { app: app.id.clone(), user, unread }).collect();
+                    let changes: Vec<UnreadChange> = changes
+                        .into_iter()
+                        .map(|(user, unread)| UnreadChange { app: app.id.clone(), user, unread })
+                        .collect();
                     app.notify_unread(&changes);
                 }
             }
@@ -628,4 +693,3 @@ async fn apply_bus(hub: std::sync::Weak<Inner>, mut bus: tokio::sync::mpsc::Rece
         }
     }
 }
-

@@ -72,7 +72,12 @@ impl Outbox {
     pub(crate) fn new(limit: usize, kill: Option<CancellationToken>) -> Self {
         Self {
             kill,
-            inner: Mutex::new(Inner { queue: VecDeque::new(), queued: 0, state: State::Holding(Vec::new()), waker: None }),
+            inner: Mutex::new(Inner {
+                queue: VecDeque::new(),
+                queued: 0,
+                state: State::Holding(Vec::new()),
+                waker: None,
+            }),
             limit,
             wrote: AtomicBool::new(true),
         }
@@ -127,7 +132,10 @@ impl Outbox {
                 }
             };
             inner.queued = 0;
-            for frame in first.into_iter().chain(held.into_iter().filter(|(seq, _)| seq.is_none_or(|s| s > covered)).map(|(_, f)| f)) {
+            for frame in first
+                .into_iter()
+                .chain(held.into_iter().filter(|(seq, _)| seq.is_none_or(|s| s > covered)).map(|(_, f)| f))
+            {
                 inner.queued += frame.len();
                 inner.queue.push_back(frame);
             }

@@ -32,7 +32,9 @@ impl Shard {
     fn index(&mut self, conn: &Conn) {
         let id = conn.id;
         let who = &conn.who;
-        for (index, key) in [(&mut self.users, &who.user), (&mut self.sessions, &who.session), (&mut self.tenants, &who.tenant)] {
+        for (index, key) in
+            [(&mut self.users, &who.user), (&mut self.sessions, &who.session), (&mut self.tenants, &who.tenant)]
+        {
             if let Some(key) = key {
                 index.entry(key.clone()).or_default().push(id);
             }
@@ -52,7 +54,9 @@ impl Shard {
             }
         }
         let who = &conn.who;
-        for (index, key) in [(&mut self.users, &who.user), (&mut self.sessions, &who.session), (&mut self.tenants, &who.tenant)] {
+        for (index, key) in
+            [(&mut self.users, &who.user), (&mut self.sessions, &who.session), (&mut self.tenants, &who.tenant)]
+        {
             if let Some(key) = key {
                 drop_from(index, key, conn.id);
             }
@@ -179,7 +183,8 @@ impl Registry {
                 }
             }
         };
-        let only_users = !targets.all && targets.sessions.is_empty() && targets.tenants.is_empty() && targets.channels.is_empty();
+        let only_users =
+            !targets.all && targets.sessions.is_empty() && targets.tenants.is_empty() && targets.channels.is_empty();
         if only_users {
             let mut shards: Vec<usize> = targets.users.iter().map(|u| self.shard_index(u)).collect();
             shards.sort_unstable();

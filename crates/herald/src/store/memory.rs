@@ -8,7 +8,9 @@ use std::sync::Arc;
 use futures_util::future::{ready, BoxFuture, FutureExt};
 use parking_lot::Mutex;
 
-use super::{Acked, Inbox, Commit, DurableFor, HistoryLimits, MessageQuery, Opened, Store, StoreError, UnreadChange, UserMessage};
+use super::{
+    Acked, Commit, DurableFor, HistoryLimits, Inbox, MessageQuery, Opened, Store, StoreError, UnreadChange, UserMessage,
+};
 use crate::message::{now_ms, Message};
 
 struct Entry {
@@ -69,7 +71,10 @@ impl Store for MemoryStore {
             .into_iter()
             .map(|user| {
                 let inbox = inboxes.entry((app.to_string(), user.clone())).or_default();
-                inbox.insert(message.seq, Entry { message: message.clone(), expires_ms: durable.expires_ms, read_ms: None });
+                inbox.insert(
+                    message.seq,
+                    Entry { message: message.clone(), expires_ms: durable.expires_ms, read_ms: None },
+                );
                 UnreadChange { app: app.to_string(), user, unread: Self::unread_of(Some(inbox), now) }
             })
             .collect();
@@ -113,7 +118,12 @@ impl Inbox for MemoryStore {
         ready(Ok(list)).boxed()
     }
 
-    fn messages(&self, app: &str, user: &str, query: MessageQuery) -> BoxFuture<'static, Result<Vec<UserMessage>, StoreError>> {
+    fn messages(
+        &self,
+        app: &str,
+        user: &str,
+        query: MessageQuery,
+    ) -> BoxFuture<'static, Result<Vec<UserMessage>, StoreError>> {
         let now = now_ms();
         let inboxes = self.inboxes.lock();
         let list = inboxes

@@ -157,7 +157,12 @@ pub trait Inbox: Send + Sync + 'static {
     fn pending(&self, app: &str, user: &str, up_to: u64) -> BoxFuture<'static, Result<Vec<UserMessage>, StoreError>>;
 
     /// One page of `user`'s messages, newest first.
-    fn messages(&self, app: &str, user: &str, query: MessageQuery) -> BoxFuture<'static, Result<Vec<UserMessage>, StoreError>>;
+    fn messages(
+        &self,
+        app: &str,
+        user: &str,
+        query: MessageQuery,
+    ) -> BoxFuture<'static, Result<Vec<UserMessage>, StoreError>>;
 
     /// Drops expired durable messages and history past its bounds; returns the unread counts
     /// that changed.

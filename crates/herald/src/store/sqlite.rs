@@ -16,7 +16,10 @@ use futures_util::future::{BoxFuture, FutureExt};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction};
 use tokio::sync::oneshot;
 
-use super::{Acked, Inbox, Commit, DurableFor, HistoryLimits, MessageQuery, Opened, Store, StoreError, StoredMessage, UnreadChange, UserMessage};
+use super::{
+    Acked, Commit, DurableFor, HistoryLimits, Inbox, MessageQuery, Opened, Store, StoreError, StoredMessage,
+    UnreadChange, UserMessage,
+};
 use crate::config::StoreSync;
 use crate::message::{now_ms, Message};
 
@@ -88,7 +91,10 @@ impl SqliteStore {
         Ok(async move { rx.await.unwrap_or_else(|_| Err(writer_stopped())) }.boxed())
     }
 
-    fn send<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Command) -> BoxFuture<'static, Result<T, StoreError>> {
+    fn send<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> BoxFuture<'static, Result<T, StoreError>> {
         self.enqueue(make).unwrap_or_else(|e| futures_util::future::ready(Err(e)).boxed())
     }
 }
@@ -199,14 +205,17 @@ fn open_app(tx: &Transaction<'_>, app: &str, limits: HistoryLimits) -> Result<Op
         Some(row) => row,
         None => {
             let epoch = crate::id::random_token(6);
-            tx.execute("INSERT INTO app (id, epoch, head, floor) VALUES (?1, ?2, 0, 0)", params![app, epoch]).map_err(failed)?;
+            tx.execute("INSERT INTO app (id, epoch, head, floor) VALUES (?1, ?2, 0, 0)", params![app, epoch])
+                .map_err(failed)?;
             (epoch, 0, 0)
         }
     };
     trim_history(tx, app, limits, head, now_ms())?;
     let floor = floor.max(tx.query_row("SELECT floor FROM app WHERE id = ?1", [app], |r| r.get(0)).map_err(failed)?);
     let mut stmt = tx
-        .prepare("SELECT seq, time_ms, targets, event, data, durable FROM history WHERE app = ?1 AND seq > ?2 ORDER BY seq")
+        .prepare(
+            "SELECT seq, time_ms, targets, event, data, durable FROM history WHERE app = ?1 AND seq > ?2 ORDER BY seq",
+        )
         .map_err(failed)?;
     let history = stmt
         .query_map(params![app, floor], |r| {
@@ -241,7 +250,12 @@ fn trim_history(tx: &Transaction<'_>, app: &str, limits: HistoryLimits, head: u6
     Ok(())
 }
 
-fn append(tx: &Transaction<'_>, app: &str, m: &Message, durable: Option<DurableFor>) -> Result<Vec<UnreadChange>, StoreError> {
+fn append(
+    tx: &Transaction<'_>,
+    app: &str,
+    m: &Message,
+    durable: Option<DurableFor>,
+) -> Result<Vec<UnreadChange>, StoreError> {
     let targets = serde_json::to_string(&m.targets).map_err(|e| StoreError::Failed(e.to_string()))?;
     tx.prepare_cached(
         "INSERT OR REPLACE INTO history (app, seq, time_ms, targets, event, data, durable) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -261,7 +275,9 @@ fn append(tx: &Transaction<'_>, app: &str, m: &Message, durable: Option<DurableF
         .map_err(failed)?;
     let mut changes = Vec::with_capacity(durable.users.len());
     for user in durable.users {
-        insert.execute(params![app, user, m.seq, m.id, m.event, m.data, m.time_ms, durable.expires_ms]).map_err(failed)?;
+        insert
+            .execute(params![app, user, m.seq, m.id, m.event, m.data, m.time_ms, durable.expires_ms])
+            .map_err(failed)?;
         let unread = unread(tx, app, &user, now).map_err(failed)?;
         changes.push(UnreadChange { app: app.to_string(), user, unread });
     }
@@ -269,8 +285,10 @@ fn append(tx: &Transaction<'_>, app: &str, m: &Message, durable: Option<DurableF
 }
 
 fn unread(tx: &Transaction<'_>, app: &str, user: &str, now: u64) -> rusqlite::Result<u64> {
-    tx.prepare_cached("SELECT COUNT(*) FROM inbox WHERE app = ?1 AND user = ?2 AND read_ms IS NULL AND expires_ms > ?3")?
-        .query_row(params![app, user, now], |r| r.get(0))
+    tx.prepare_cached(
+        "SELECT COUNT(*) FROM inbox WHERE app = ?1 AND user = ?2 AND read_ms IS NULL AND expires_ms > ?3",
+    )?
+    .query_row(params![app, user, now], |r| r.get(0))
 }
 
 fn ack(tx: &Transaction<'_>, app: &str, user: &str, seqs: &[u64]) -> Result<Acked, StoreError> {
@@ -281,7 +299,8 @@ fn ack(tx: &Transaction<'_>, app: &str, user: &str, seqs: &[u64]) -> Result<Acke
         )
         .map_err(failed)?;
     let mut acked = 0;
-    for seq in seqs {
+    // SQLite integers are i64: a larger sequence names no message (and must not fail the batch).
+    for seq in seqs.iter().filter(|&&seq| seq <= i64::MAX as u64) {
         acked += update.execute(params![app, user, seq, now]).map_err(failed)? as u64;
     }
     Ok(Acked { acked, unread: unread(tx, app, user, now).map_err(failed)? })
@@ -319,14 +338,18 @@ fn messages(tx: &Transaction<'_>, app: &str, user: &str, q: MessageQuery) -> Res
              AND (?5 = 0 OR read_ms IS NULL) ORDER BY seq DESC LIMIT ?6"
         ))
         .map_err(failed)?;
-    let before = q.before.unwrap_or(i64::MAX as u64);
+    let before = q.before.unwrap_or(u64::MAX).min(i64::MAX as u64);
     let rows = stmt
         .query_map(params![app, user, before, now_ms(), q.unread_only, q.limit as u64], user_message)
         .map_err(failed)?;
     rows.collect::<Result<_, _>>().map_err(failed)
 }
 
-fn sweep(tx: &Transaction<'_>, limits: &HashMap<String, HistoryLimits>, now: u64) -> Result<Vec<UnreadChange>, StoreError> {
+fn sweep(
+    tx: &Transaction<'_>,
+    limits: &HashMap<String, HistoryLimits>,
+    now: u64,
+) -> Result<Vec<UnreadChange>, StoreError> {
     let mut affected = tx
         .prepare("SELECT DISTINCT app, user FROM inbox WHERE expires_ms <= ?1 AND read_ms IS NULL")
         .map_err(failed)?
@@ -377,7 +400,12 @@ impl Inbox for SqliteStore {
         self.send(|reply| Command::Pending { app, user, up_to, reply })
     }
 
-    fn messages(&self, app: &str, user: &str, query: MessageQuery) -> BoxFuture<'static, Result<Vec<UserMessage>, StoreError>> {
+    fn messages(
+        &self,
+        app: &str,
+        user: &str,
+        query: MessageQuery,
+    ) -> BoxFuture<'static, Result<Vec<UserMessage>, StoreError>> {
         let (app, user) = (app.to_string(), user.to_string());
         self.send(|reply| Command::Messages { app, user, query, reply })
     }
