@@ -101,8 +101,7 @@ async fn run(config: Config, dev_user_token: Option<String>) -> Result<(), Box<d
     if let Some(token) = dev_user_token {
         print_dev_banner(&format!("{scheme}://{addr}"), &config, &token);
     }
-    let router = herald::http::router(hub.clone());
-    herald::server::serve(listener, hub, router, tls, shutdown_signal()).await?;
+    herald::server::serve_hub(listener, hub, tls, shutdown_signal()).await?;
     tracing::info!("Herald stopped.");
     Ok(())
 }

@@ -45,7 +45,7 @@ impl TestHub {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let hub = herald::Hub::new(config).await.unwrap();
         let (stop, stopped) = oneshot::channel();
-        let done = tokio::spawn(herald::server::serve(listener, hub.clone(), herald::http::router(hub.clone()), tls, async {
+        let done = tokio::spawn(herald::server::serve_hub(listener, hub.clone(), tls, async {
             let _ = stopped.await;
         }));
         Self { hub, base: format!("{scheme}://{addr}"), addr, stop: Some(stop), done: Some(done) }
@@ -64,7 +64,12 @@ impl TestHub {
 
 /// An HS256 token with these claims, signed with `secret`.
 pub fn token_with(secret: &str, claims: Value) -> String {
-    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())).unwrap()
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
 }
 
 /// A valid token for `user` with extra claims merged in (`tenant`, `sid`, `channels`...).
@@ -290,5 +295,98 @@ where
     while !check().await {
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A `redis-server` of a test's own on a free port, with an append-only file fsynced on every
+/// write so that a stop and restart on the same port and directory keeps every key. Killed on
+/// drop. A machine without `redis-server` fails the test: it is a test dependency, not optional.
+pub struct Redis {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl Redis {
+    /// Starts `redis-server` and waits until it answers `PING`.
+    pub async fn start() -> Redis {
+        let mut redis = Redis { port: free_port(), dir: tempfile::tempdir().unwrap(), child: None };
+        redis.spawn().await;
+        redis
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn spawn(&mut self) {
+        assert!(self.child.is_none(), "redis-server is already running");
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
+            .args(["--appendfsync", "always", "--dir"])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run `redis-server` ({e}). The cluster tests need it: `apt-get install redis-server`, \
+                     or run scripts/test, which installs it."
+                )
+            });
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !self.ping().await {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!("redis-server on port {} exited at start: {status}", self.port);
+            }
+            assert!(tokio::time::Instant::now() < deadline, "redis-server on port {} did not answer PING", self.port);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends one inline command and returns the first reply line, if Redis answered at all.
+    pub async fn command(&self, command: &str) -> Option<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let attempt = async {
+            let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.ok()?;
+            socket.write_all(format!("{command}\r\n").as_bytes()).await.ok()?;
+            let mut reply = vec![0; 256];
+            let n = socket.read(&mut reply).await.ok()?;
+            Some(String::from_utf8_lossy(&reply[..n]).lines().next().unwrap_or_default().to_string())
+        };
+        tokio::time::timeout(Duration::from_secs(2), attempt).await.ok().flatten()
+    }
+
+    /// Whether Redis answers `PING` with `PONG` (not while it is still loading its data).
+    pub async fn ping(&self) -> bool {
+        self.command("PING").await.as_deref() == Some("+PONG")
+    }
+
+    /// `SHUTDOWN` (the append-only file is already synced), and waits until the process exits.
+    pub async fn stop(&mut self) {
+        let _ = self.command("SHUTDOWN").await;
+        let child = self.child.as_mut().expect("redis-server is not running");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while child.try_wait().unwrap().is_none() {
+            assert!(tokio::time::Instant::now() < deadline, "redis-server on port {} did not shut down", self.port);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.child = None;
+    }
+
+    /// Starts Redis again on the same port and directory, so it reloads its data.
+    pub async fn restart(&mut self) {
+        self.spawn().await;
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

@@ -13,7 +13,9 @@ use axum::Router;
 use http::{header, HeaderName, Method};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+pub(crate) use extract::subscriber;
 pub use extract::ConnectionKill;
+pub(crate) use problem::Problem;
 pub use send::signed_string;
 
 use crate::hub::Hub;
@@ -54,14 +56,16 @@ pub fn router(hub: Hub) -> Router {
         .with_state(hub)
 }
 
-/// CORS for the origins any app allows; `*` in an app's list allows every origin.
+/// Whether any app allows browsers from `origin`; `*` in an app's list allows every origin.
+pub(crate) fn cors_allows(hub: &Hub, origin: &str) -> bool {
+    hub.config().all_apps().any(|(_, a)| a.cors_origins.iter().any(|o| o == "*" || o == origin))
+}
+
+/// CORS for the origins any app allows.
 fn cors(hub: &Hub) -> CorsLayer {
-    let origins: Vec<String> = hub.config().all_apps().flat_map(|(_, a)| a.cors_origins.clone()).collect();
-    let any = origins.iter().any(|o| o == "*");
+    let hub = hub.clone();
     CorsLayer::new()
-        .allow_origin(AllowOrigin::predicate(move |origin, _| {
-            any || origin.to_str().is_ok_and(|o| origins.iter().any(|x| x == o))
-        }))
+        .allow_origin(AllowOrigin::predicate(move |origin, _| origin.to_str().is_ok_and(|o| cors_allows(&hub, o))))
         .allow_credentials(true)
         .allow_methods([Method::GET, Method::POST, Method::DELETE])
         .allow_headers([

@@ -1,6 +1,9 @@
 //! Serving the router: HTTP/1.1 and HTTP/2 (cleartext prior knowledge, or TLS with ALPN) on one
 //! listener, and a graceful shutdown with a deadline.
 
+mod direct;
+mod rewind;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::config::{Config, ConfigError};
@@ -48,9 +52,25 @@ pub fn tls_acceptor(config: &Config) -> Result<Option<TlsAcceptor>, ConfigError>
     Ok(Some(TlsAcceptor::from(Arc::new(tls))))
 }
 
-/// Serves `router` (the hub's own, or an application's that mounts it) on `listener` until
-/// `shutdown` resolves, then stops accepting, ends every stream of `hub` with a `retry:` hint,
-/// and waits for open requests up to the configured grace period.
+/// Serves the hub's own endpoints on `listener` until `shutdown` resolves; plain HTTP/1.1
+/// streams take the lean path of `direct`. See [`serve`] for shutdown.
+///
+/// # Errors
+///
+/// Only a failure of the listener itself.
+pub async fn serve_hub(
+    listener: TcpListener,
+    hub: Hub,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let router = crate::http::router(hub.clone());
+    run(listener, hub, router, tls, shutdown, true).await
+}
+
+/// Serves `router` (an application's, mounting the hub's) on `listener` until `shutdown`
+/// resolves, then stops accepting, ends every stream of `hub` with a `retry:` hint, and waits
+/// for open requests up to the configured grace period.
 ///
 /// # Errors
 ///
@@ -62,6 +82,18 @@ pub async fn serve(
     tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    run(listener, hub, router, tls, shutdown, false).await
+}
+
+async fn run(
+    listener: TcpListener,
+    hub: Hub,
+    router: Router,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+    direct: bool,
+) -> std::io::Result<()> {
+    let tasks = TaskTracker::new();
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
     builder.http2().timer(TokioTimer::new()).keep_alive_interval(Duration::from_secs(30));
@@ -85,7 +117,8 @@ pub async fn serve(
         let router = router.clone();
         let tls = tls.clone();
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        let hub = hub.clone();
+        tasks.spawn(async move {
             let kill = CancellationToken::new();
             let service = service(router, remote, kill.clone());
             let served = async {
@@ -100,6 +133,20 @@ pub async fn serve(
                         }
                         Err(error) => {
                             tracing::debug!(%error, "TLS handshake failed.");
+                            Ok(())
+                        }
+                    },
+                    None if direct => match direct::events_or_rewind(stream, &hub, remote, &kill).await {
+                        Ok(Some(stream)) => {
+                            watcher
+                                .watch(
+                                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned(),
+                                )
+                                .await
+                        }
+                        Ok(None) => Ok(()),
+                        Err(error) => {
+                            tracing::debug!(%error, "Stream ended with an error.");
                             Ok(())
                         }
                     },
@@ -122,7 +169,12 @@ pub async fn serve(
     tracing::info!("Shutting down: closing streams.");
     hub.shutdown();
     let grace = Duration::from_secs(hub.config().shutdown_grace_secs);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    tasks.close();
+    let drained = async {
+        graceful.shutdown().await;
+        tasks.wait().await;
+    };
+    if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!(grace_secs = grace.as_secs(), "Grace period over; closing the remaining connections.");
     }
     Ok(())
