@@ -80,7 +80,7 @@ fn is_events(buf: &[u8]) -> Option<bool> {
 }
 
 enum Head {
-    Complete(http::request::Parts),
+    Complete(Box<http::request::Parts>),
     Partial,
     Unsupported,
 }
@@ -101,7 +101,7 @@ fn parse_head(buf: &[u8], remote: SocketAddr) -> Head {
         Ok(request) => {
             let (mut parts, ()) = request.into_parts();
             parts.extensions.insert(ConnectInfo(remote));
-            Head::Complete(parts)
+            Head::Complete(Box::new(parts))
         }
         Err(_) => Head::Unsupported,
     }
