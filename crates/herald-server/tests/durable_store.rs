@@ -1,0 +1,173 @@
+//! The `herald` binary on its SQLite store: resume across a restart, durable messages across a
+//! `kill -9`, and store files that are locked or corrupt.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+
+use common::*;
+use serde_json::{json, Value};
+
+async fn publish_ok(base: &str, body: Value) -> String {
+    let (status, answer) = publish(base, body).await;
+    assert_eq!(status, 200, "{answer}");
+    answer["id"].as_str().expect("an id").to_string()
+}
+
+fn split(id: &str) -> (String, u64) {
+    let (epoch, seq) = id.trim_end_matches("-d").rsplit_once('-').expect("an event id");
+    (epoch.to_string(), seq.parse().expect("a decimal seq"))
+}
+
+/// Runs `herald serve` on `store` expecting it to fail at start; returns (exit code, stderr).
+async fn start_expecting_failure(store: &Path) -> (Option<i32>, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .arg("serve")
+        .env_clear()
+        .env("HERALD_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("HERALD_API_KEY", API_KEY)
+        .env("HERALD_JWT_SECRET", JWT_SECRET)
+        .env("HERALD_STORE", store)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(WAIT, output).await.expect("herald should exit at once on a bad store").unwrap();
+    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[tokio::test]
+async fn a_client_resumes_across_a_restart_on_the_same_store_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = temp_db(&dir);
+    let mut server = Process::start(&db, &[]).await;
+    let alice = token("alice", json!({"tenant": "acme"}));
+    let query = format!("access_token={alice}&channel=news");
+
+    let mut sse = Sse::open(&server.base, &query, None).await;
+    sse.until("herald.connected").await;
+    let seen = publish_ok(&server.base, json!({"to": {"users": ["alice"]}, "event": "m", "data": "before"})).await;
+    assert_eq!(sse.next_message().await.id, seen);
+    drop(sse);
+
+    // The gap, then a durable publish: its 200 means everything enqueued before it is committed.
+    let mut expected = Vec::new();
+    for (to, mine) in [
+        (json!({"users": ["alice"]}), true),
+        (json!({"users": ["bob"]}), false),
+        (json!({"tenants": ["acme"]}), true),
+        (json!({"channels": ["news"]}), true),
+        (json!({"channels": ["sports"]}), false),
+        (json!({"all": true}), true),
+    ] {
+        let data = format!("gap-{}", expected.len() + usize::from(!mine) * 100);
+        let id = publish_ok(&server.base, json!({"to": to, "event": "m", "data": data})).await;
+        if mine {
+            expected.push((id, data));
+        }
+    }
+    let durable =
+        publish_ok(&server.base, json!({"to": {"users": ["alice"]}, "event": "m", "data": "durable", "durable": true}))
+            .await;
+    expected.push((durable.clone(), "durable".into()));
+    server.kill9().await;
+
+    let server = Process::start(&db, &[]).await;
+    let mut sse = Sse::open(&server.base, &query, Some(&seen)).await;
+    assert_eq!(sse.status, 200);
+    let connected = sse.until("herald.connected").await;
+    assert_eq!(connected.id, seen, "same epoch, same position: no reset");
+    let mut got = Vec::new();
+    while got.len() < expected.len() {
+        let e = sse.next().await;
+        assert_ne!(e.event, "herald.reset", "{e:?}");
+        if !e.event.starts_with("herald.") {
+            got.push((e.id, e.data));
+        }
+    }
+    assert_eq!(got, expected);
+    // The sequence continues in the same epoch after the restart.
+    let live = publish_ok(&server.base, json!({"to": {"users": ["alice"]}, "event": "m", "data": "live"})).await;
+    let e = sse.next_message().await;
+    assert_eq!((e.id.as_str(), e.data.as_str()), (live.as_str(), "live"));
+    let (before_epoch, before_seq) = split(&durable);
+    let (after_epoch, after_seq) = split(&live);
+    assert_eq!(after_epoch, before_epoch);
+    assert_eq!(after_seq, before_seq + 1);
+}
+
+#[tokio::test]
+async fn a_durable_message_answered_200_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = temp_db(&dir);
+    let mut server = Process::start(&db, &[]).await;
+    // Concurrent durable publishes share commits; every one answered 200 must survive.
+    let base = server.base.clone();
+    let publishes = (0..20).map(|i| {
+        let base = base.clone();
+        tokio::spawn(async move {
+            publish_ok(
+                &base,
+                json!({"to": {"users": ["zoe"]}, "event": "note", "data": format!("n{i}"), "durable": true}),
+            )
+            .await
+        })
+    });
+    let mut ids = Vec::new();
+    for p in publishes.collect::<Vec<_>>() {
+        ids.push(p.await.unwrap());
+    }
+    let last =
+        publish_ok(&base, json!({"to": {"users": ["zoe"]}, "event": "note", "data": "last", "durable": true})).await;
+    server.kill9().await;
+
+    let server = Process::start(&db, &[]).await;
+    let (status, body) = api_get(&server.base, "/api/users/zoe/unread").await;
+    assert_eq!((status, body["unread"].as_u64()), (200, Some(21)), "{body}");
+    // zoe never connected before: she gets all of them, oldest first, with their ids.
+    let mut sse = Sse::open(&server.base, &format!("access_token={}", token("zoe", json!({}))), None).await;
+    sse.until("herald.connected").await;
+    let mut got = Vec::new();
+    for _ in 0..21 {
+        let e = sse.next().await;
+        assert_eq!(e.event, "note", "{e:?}");
+        got.push(e.id);
+    }
+    ids.sort_by_key(|id| split(id).1);
+    ids.push(last);
+    assert_eq!(got, ids);
+    let (_, page) = api_get(&server.base, "/api/users/zoe/messages?state=unread&limit=1").await;
+    assert_eq!(page["messages"][0]["data"], "last");
+}
+
+#[tokio::test]
+async fn a_second_herald_on_a_locked_store_file_exits_naming_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = temp_db(&dir);
+    let server = Process::start(&db, &[]).await;
+    publish_ok(&server.base, json!({"to": {"users": ["a"]}, "data": "x", "durable": true})).await;
+    let (code, stderr) = start_expecting_failure(&db).await;
+    assert!(code.is_some_and(|c| c != 0), "exit code {code:?}; stderr: {stderr}");
+    assert!(stderr.contains("locked"), "the message names the lock: {stderr}");
+    assert!(stderr.contains(&db.display().to_string()), "and the file: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // The first one is unharmed.
+    let (status, body) = api_get(&server.base, "/api/users/a/unread").await;
+    assert_eq!((status, body["unread"].as_u64()), (200, Some(1)));
+}
+
+#[tokio::test]
+async fn a_corrupt_store_file_makes_herald_exit_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = temp_db(&dir);
+    let garbage: Vec<u8> = (0..16_384u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(&db, &garbage).unwrap();
+    let (code, stderr) = start_expecting_failure(&db).await;
+    assert!(code.is_some_and(|c| c != 0), "exit code {code:?}; stderr: {stderr}");
+    assert!(stderr.contains("corrupt") || stderr.contains("not a"), "a clear message: {stderr}");
+    assert!(stderr.contains(&db.display().to_string()), "naming the file: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(std::fs::read(&db).unwrap(), garbage, "the file is left as it was");
+}
