@@ -45,10 +45,19 @@ async fn each_bad_token_is_refused_with_its_reason() {
     let exp = now_secs() + 600;
     let cases: Vec<(&str, String, u16, &str)> = vec![
         ("no token", String::new(), 401, "token-missing"),
-        ("bad signature", token_with("another-secret-0123456789", json!({"sub": "42", "exp": exp})), 401, "token-bad-signature"),
+        (
+            "bad signature",
+            token_with("another-secret-0123456789", json!({"sub": "42", "exp": exp})),
+            401,
+            "token-bad-signature",
+        ),
         (
             "alg none",
-            format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), b64(&json!({"sub": "42", "exp": exp, "channels": ["*"]}))),
+            format!(
+                "{}.{}.",
+                b64(&json!({"alg": "none", "typ": "JWT"})),
+                b64(&json!({"sub": "42", "exp": exp, "channels": ["*"]}))
+            ),
             401,
             "token-algorithm-refused",
         ),
@@ -63,11 +72,16 @@ async fn each_bad_token_is_refused_with_its_reason() {
         ("empty sub", token_with(JWT_SECRET, json!({"sub": "", "exp": exp})), 401, "token-missing-subject"),
         ("RS256 token for an HS256 app", rs256(json!({"sub": "42", "exp": exp})), 401, "token-algorithm-refused"),
         ("garbage", "not.a.jwt".into(), 401, "token-malformed"),
-        ("tampered claims", {
-            let good = token("42", json!({}));
-            let parts: Vec<&str> = good.split('.').collect();
-            format!("{}.{}.{}", parts[0], b64(&json!({"sub": "admin", "exp": exp, "channels": ["*"]})), parts[2])
-        }, 401, "token-bad-signature"),
+        (
+            "tampered claims",
+            {
+                let good = token("42", json!({}));
+                let parts: Vec<&str> = good.split('.').collect();
+                format!("{}.{}.{}", parts[0], b64(&json!({"sub": "admin", "exp": exp, "channels": ["*"]})), parts[2])
+            },
+            401,
+            "token-bad-signature",
+        ),
     ];
     for (what, jwt, status, expected) in cases {
         let query = if jwt.is_empty() { String::new() } else { format!("access_token={jwt}") };
@@ -86,9 +100,12 @@ async fn tokens_are_accepted_from_header_cookie_and_query() {
     let mut config = config();
     config.app.cookie_name = "sess_jwt".into();
     let hub = TestHub::start(config).await;
-    let by_header = Sse::from_request(client().get(hub.url("/events")).bearer_auth(token("from-header", json!({})))).await;
+    let by_header =
+        Sse::from_request(client().get(hub.url("/events")).bearer_auth(token("from-header", json!({})))).await;
     let by_cookie = Sse::from_request(
-        client().get(hub.url("/events")).header("cookie", format!("theme=dark; sess_jwt={}; other=1", token("from-cookie", json!({})))),
+        client()
+            .get(hub.url("/events"))
+            .header("cookie", format!("theme=dark; sess_jwt={}; other=1", token("from-cookie", json!({})))),
     )
     .await;
     let by_query = Sse::open(&hub.base, &format!("access_token={}", token("from-query", json!({}))), None).await;
@@ -98,7 +115,12 @@ async fn tokens_are_accepted_from_header_cookie_and_query() {
         assert_eq!(connected["user"], user);
     }
     // The default cookie name is not read when the app names another.
-    let wrong_cookie = client().get(hub.url("/events")).header("cookie", format!("herald_token={}", token("x", json!({})))).send().await.unwrap();
+    let wrong_cookie = client()
+        .get(hub.url("/events"))
+        .header("cookie", format!("herald_token={}", token("x", json!({}))))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(wrong_cookie.status(), 401);
     // The header wins over the query: a bad header token is refused even with a good query one.
     let r = client()
@@ -117,7 +139,8 @@ async fn channels_are_allowed_exactly_or_by_prefix() {
     let jwt = token("42", json!({"channels": ["orders.*", "news"]}));
     for allowed in ["orders.7", "orders.", "news"] {
         let (mut sse, _) = Sse::connect(&hub.base, &format!("access_token={jwt}&channel={allowed}")).await;
-        let (status, body) = publish(&hub.base, json!({"to": {"channels": [allowed]}, "event": "CH", "data": allowed})).await;
+        let (status, body) =
+            publish(&hub.base, json!({"to": {"channels": [allowed]}, "event": "CH", "data": allowed})).await;
         assert_eq!((status, body["delivered"].as_u64()), (200, Some(1)), "{allowed}: {body}");
         assert_eq!(sse.next_message().await.data, allowed);
     }
@@ -142,7 +165,8 @@ async fn channels_are_allowed_exactly_or_by_prefix() {
 
 fn rs256_config() -> herald::config::Config {
     let mut config = config();
-    config.app = AppConfig { api_key: Some(API_KEY.into()), jwt_public_key: Some(RSA_PUBLIC.into()), ..AppConfig::default() };
+    config.app =
+        AppConfig { api_key: Some(API_KEY.into()), jwt_public_key: Some(RSA_PUBLIC.into()), ..AppConfig::default() };
     config
 }
 
@@ -150,7 +174,8 @@ fn rs256_config() -> herald::config::Config {
 async fn an_rs256_app_accepts_its_tokens_and_refuses_key_confusion() {
     let hub = TestHub::start(rs256_config()).await;
     let exp = now_secs() + 600;
-    let (mut sse, connected) = Sse::connect(&hub.base, &format!("access_token={}", rs256(json!({"sub": "rsa-user", "exp": exp})))).await;
+    let (mut sse, connected) =
+        Sse::connect(&hub.base, &format!("access_token={}", rs256(json!({"sub": "rsa-user", "exp": exp})))).await;
     assert_eq!(connected["user"], "rsa-user");
     publish(&hub.base, json!({"to": {"users": ["rsa-user"]}, "data": "hi"})).await;
     assert_eq!(sse.next_message().await.data, "hi");

@@ -38,10 +38,20 @@ async fn check_delivery(base: &str, subs: &mut [Sub], to: Value, expected: &[&st
     for s in subs.iter_mut() {
         if expected.contains(&s.name) {
             let got = s.sse.next_message().await;
-            assert_eq!((got.event.as_str(), got.data.as_str(), got.id.as_str()), (tag, tag, id.as_str()), "{} for {to}", s.name);
+            assert_eq!(
+                (got.event.as_str(), got.data.as_str(), got.id.as_str()),
+                (tag, tag, id.as_str()),
+                "{} for {to}",
+                s.name
+            );
         }
         let got = s.sse.next_message().await;
-        assert_eq!((got.event.as_str(), got.data.as_str()), ("SENTINEL", tag), "{} must not get {to} (or got it twice)", s.name);
+        assert_eq!(
+            (got.event.as_str(), got.data.as_str()),
+            ("SENTINEL", tag),
+            "{} must not get {to} (or got it twice)",
+            s.name
+        );
     }
 }
 
@@ -56,7 +66,11 @@ async fn three_subscribers(base: &str) -> Vec<Sub> {
 #[tokio::test]
 async fn the_stream_opens_with_headers_retry_and_herald_connected() {
     let hub = TestHub::start(config()).await;
-    let mut raw = client().get(hub.url(&format!("/events?client_id=tab-1&access_token={}", token("42", json!({}))))).send().await.unwrap();
+    let mut raw = client()
+        .get(hub.url(&format!("/events?client_id=tab-1&access_token={}", token("42", json!({})))))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(raw.status(), 200);
     let header = |name: &str| raw.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     assert!(header("content-type").starts_with("text/event-stream"), "{}", header("content-type"));
@@ -69,7 +83,8 @@ async fn the_stream_opens_with_headers_retry_and_herald_connected() {
     }
     assert!(text.starts_with("retry: 2000\n\n"), "the stream must start with the retry hint: {text:?}");
     let (_, connected) = text.split_once("\n\n").unwrap();
-    let mut parsed = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(connected.to_string())]).eventsource();
+    let mut parsed =
+        futures_util::stream::iter([Ok::<_, std::convert::Infallible>(connected.to_string())]).eventsource();
     let event = parsed.next().await.unwrap().unwrap();
     assert_eq!(event.event, "herald.connected");
     let data: Value = serde_json::from_str(&event.data).unwrap();
@@ -99,7 +114,14 @@ async fn each_target_kind_reaches_exactly_its_connections() {
     check_delivery(&hub.base, &mut subs, json!({"channels": ["c2"]}), &["b"], "CHANNELS").await;
     check_delivery(&hub.base, &mut subs, json!({"channels": ["shared"]}), &["a", "b"], "CHANNELS2").await;
     check_delivery(&hub.base, &mut subs, json!({"all": true}), &["a", "b", "c"], "ALL").await;
-    check_delivery(&hub.base, &mut subs, json!({"users": ["nobody"], "tenants": ["t9"], "channels": ["c9"]}), &[], "NOBODY").await;
+    check_delivery(
+        &hub.base,
+        &mut subs,
+        json!({"users": ["nobody"], "tenants": ["t9"], "channels": ["c9"]}),
+        &[],
+        "NOBODY",
+    )
+    .await;
     hub.shutdown().await.unwrap();
 }
 
@@ -117,7 +139,14 @@ async fn combined_targets_deliver_once_per_connection() {
     )
     .await;
     check_delivery(&hub.base, &mut subs, json!({"users": ["bob"], "sessions": ["s-c"]}), &["b", "c"], "MIXED").await;
-    check_delivery(&hub.base, &mut subs, json!({"all": true, "users": ["alice"], "channels": ["shared"]}), &["a", "b", "c"], "ALL_AND").await;
+    check_delivery(
+        &hub.base,
+        &mut subs,
+        json!({"all": true, "users": ["alice"], "channels": ["shared"]}),
+        &["a", "b", "c"],
+        "ALL_AND",
+    )
+    .await;
     hub.shutdown().await.unwrap();
 }
 
@@ -163,7 +192,8 @@ async fn payloads_arrive_as_published() {
 #[tokio::test]
 async fn a_batch_is_delivered_in_order_with_increasing_ids() {
     let hub = TestHub::start(config()).await;
-    let (mut sse, _) = Sse::connect(&hub.base, &format!("access_token={}&channel=news", token("42", json!({"tenant": "t"})))).await;
+    let (mut sse, _) =
+        Sse::connect(&hub.base, &format!("access_token={}&channel=news", token("42", json!({"tenant": "t"})))).await;
     let batch = json!([
         {"to": {"users": ["42"]}, "event": "ONE", "data": 1},
         {"to": {"users": ["someone-else"]}, "event": "SKIPPED", "data": 2},
@@ -176,7 +206,8 @@ async fn a_batch_is_delivered_in_order_with_increasing_ids() {
     assert_eq!(answers.len(), 4);
     let delivered: Vec<u64> = answers.iter().map(|a| a["delivered"].as_u64().unwrap()).collect();
     assert_eq!(delivered, [1, 0, 1, 1]);
-    let seqs: Vec<u64> = answers.iter().map(|a| a["id"].as_str().unwrap().rsplit('-').next().unwrap().parse().unwrap()).collect();
+    let seqs: Vec<u64> =
+        answers.iter().map(|a| a["id"].as_str().unwrap().rsplit('-').next().unwrap().parse().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "ids must increase by one: {seqs:?}");
     for (name, answer) in [("ONE", &answers[0]), ("TWO", &answers[2]), ("THREE", &answers[3])] {
         let got = sse.next_message().await;
@@ -199,19 +230,33 @@ fn two_apps() -> herald::config::Config {
 #[tokio::test]
 async fn apps_are_isolated_by_keys_tokens_and_delivery() {
     let hub = TestHub::start(two_apps()).await;
-    let hr_token = |user: &str| token_with("hr-jwt-secret-0123456789", json!({"sub": user, "exp": now_secs() + 600, "channels": ["*"]}));
+    let hr_token = |user: &str| {
+        token_with("hr-jwt-secret-0123456789", json!({"sub": user, "exp": now_secs() + 600, "channels": ["*"]}))
+    };
     // The same user id in both apps.
-    let (mut default_42, _) = Sse::connect(&hub.base, &format!("access_token={}&channel=news", token("42", json!({})))).await;
-    let (mut hr_42, hr_connected) = Sse::connect(&hub.base, &format!("app=hr&access_token={}&channel=news", hr_token("42"))).await;
+    let (mut default_42, _) =
+        Sse::connect(&hub.base, &format!("access_token={}&channel=news", token("42", json!({})))).await;
+    let (mut hr_42, hr_connected) =
+        Sse::connect(&hub.base, &format!("app=hr&access_token={}&channel=news", hr_token("42"))).await;
     // A token of one app does not open a stream in the other.
-    assert_eq!(Sse::open(&hub.base, &format!("app=hr&access_token={}", token("42", json!({}))), None).await.status, 401);
+    assert_eq!(
+        Sse::open(&hub.base, &format!("app=hr&access_token={}", token("42", json!({}))), None).await.status,
+        401
+    );
     assert_eq!(Sse::open(&hub.base, &format!("access_token={}", hr_token("42")), None).await.status, 401);
     // The X-Herald-App header picks the app too.
-    let by_header = Sse::from_request(client().get(hub.url("/events")).header("x-herald-app", "hr").bearer_auth(hr_token("7"))).await;
+    let by_header =
+        Sse::from_request(client().get(hub.url("/events")).header("x-herald-app", "hr").bearer_auth(hr_token("7")))
+            .await;
     assert_eq!(by_header.status, 200);
 
-    for (key, to) in [("hr-api-key-0123456789", json!({"users": ["42"]})), ("hr-api-key-0123456789", json!({"all": true})), ("hr-api-key-0123456789", json!({"channels": ["news"]}))] {
-        let (status, _, body) = api_post(&hub.base, key, "/api/publish", &json!({"to": to, "event": "HR", "data": "x"})).await;
+    for (key, to) in [
+        ("hr-api-key-0123456789", json!({"users": ["42"]})),
+        ("hr-api-key-0123456789", json!({"all": true})),
+        ("hr-api-key-0123456789", json!({"channels": ["news"]})),
+    ] {
+        let (status, _, body) =
+            api_post(&hub.base, key, "/api/publish", &json!({"to": to, "event": "HR", "data": "x"})).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(hr_42.next_message().await.event, "HR");
     }
@@ -221,7 +266,13 @@ async fn apps_are_isolated_by_keys_tokens_and_delivery() {
     // The default app's stream sees its own message first: none of hr's three reached it.
     assert_eq!(default_42.next_message().await.event, "DEFAULT");
     // hr's stream does not see the default app's message: its next one is hr's.
-    api_post(&hub.base, "hr-api-key-0123456789", "/api/publish", &json!({"to": {"users": ["42"]}, "event": "HR_AGAIN", "data": "x"})).await;
+    api_post(
+        &hub.base,
+        "hr-api-key-0123456789",
+        "/api/publish",
+        &json!({"to": {"users": ["42"]}, "event": "HR_AGAIN", "data": "x"}),
+    )
+    .await;
     assert_eq!(hr_42.next_message().await.event, "HR_AGAIN");
 
     // Each key lists only its own app's connections.
@@ -229,13 +280,19 @@ async fn apps_are_isolated_by_keys_tokens_and_delivery() {
         let r = client().get(hub.url("/api/connections")).bearer_auth("hr-api-key-0123456789").send().await.unwrap();
         (r.status(), r.json::<Value>().await.unwrap())
     };
-    let hr_ids: Vec<&str> = hr_listed["connections"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    let hr_ids: Vec<&str> =
+        hr_listed["connections"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
     assert_eq!(hr_ids.len(), 2, "{hr_listed}");
     assert!(hr_ids.contains(&hr_connected["connection_id"].as_str().unwrap()));
     let (_, default_listed) = api_get(&hub.base, "/api/connections").await;
     assert_eq!(default_listed["connections"].as_array().unwrap().len(), 1, "{default_listed}");
     // And cannot kick the other app's connections.
-    let r = client().delete(hub.url(&format!("/api/connections/{}", hr_connected["connection_id"].as_str().unwrap()))).bearer_auth(API_KEY).send().await.unwrap();
+    let r = client()
+        .delete(hub.url(&format!("/api/connections/{}", hr_connected["connection_id"].as_str().unwrap())))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     drop(by_header);
     hub.shutdown().await.unwrap();
@@ -246,16 +303,19 @@ async fn heartbeats_are_comments_or_ping_events() {
     let mut config = config();
     config.heartbeat_secs = 1;
     let hub = TestHub::start(config).await;
-    let (mut pinged, connected) = Sse::connect(&hub.base, &format!("ping=1&access_token={}", token("42", json!({})))).await;
+    let (mut pinged, connected) =
+        Sse::connect(&hub.base, &format!("ping=1&access_token={}", token("42", json!({})))).await;
     let ping = pinged.until("herald.ping").await;
     assert_eq!(ping.data, "{}");
     assert_eq!(ping.id, connected["position"].as_str().unwrap(), "pings carry no id of their own");
     assert_eq!(pinged.next().await.event, "herald.ping", "pings keep coming on an idle stream");
 
-    let mut raw = client().get(hub.url(&format!("/events?access_token={}", token("43", json!({}))))).send().await.unwrap();
+    let mut raw =
+        client().get(hub.url(&format!("/events?access_token={}", token("43", json!({}))))).send().await.unwrap();
     let mut text = String::new();
     while !text.contains("\n: hb\n\n") {
-        let chunk = tokio::time::timeout(WAIT, raw.chunk()).await.expect("no heartbeat").unwrap().expect("stream ended");
+        let chunk =
+            tokio::time::timeout(WAIT, raw.chunk()).await.expect("no heartbeat").unwrap().expect("stream ended");
         text.push_str(std::str::from_utf8(&chunk).unwrap());
     }
     assert!(!text.contains("herald.ping"), "without ping=1 heartbeats are comments only");

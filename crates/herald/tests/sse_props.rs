@@ -44,7 +44,9 @@ fn id() -> impl Strategy<Value = String> {
 }
 
 fn event_name() -> impl Strategy<Value = String> {
-    text(40).prop_map(|s| s.replace(['\0', '\r', '\n'], "-")).prop_filter("valid event name", |s| sse::valid_event_name(s))
+    text(40)
+        .prop_map(|s| s.replace(['\0', '\r', '\n'], "-"))
+        .prop_filter("valid event name", |s| sse::valid_event_name(s))
 }
 
 fn block() -> impl Strategy<Value = Block> {
@@ -94,7 +96,8 @@ fn parse(bytes: &[u8], cuts: &[usize]) -> Vec<Event> {
     offsets.push(bytes.len());
     offsets.sort_unstable();
     offsets.dedup();
-    let chunks: Vec<Result<Vec<u8>, std::convert::Infallible>> = offsets.windows(2).map(|w| Ok(bytes[w[0]..w[1]].to_vec())).collect();
+    let chunks: Vec<Result<Vec<u8>, std::convert::Infallible>> =
+        offsets.windows(2).map(|w| Ok(bytes[w[0]..w[1]].to_vec())).collect();
     let mut stream = futures_util::stream::iter(chunks).eventsource();
     let mut cx = Context::from_waker(noop_waker_ref());
     let mut events = Vec::new();
