@@ -160,7 +160,7 @@ impl App {
     async fn publish_local(&self, store: &dyn Store, p: Publish) -> Result<Published, Error> {
         let durable = p.durable.then(|| self.durable_recipients(&p, Vec::new()));
         let Publish { to, event, data, durable: is_durable, .. } = p;
-        let (message, commit) = {
+        let (message, commit, delivered) = {
             let mut log = self.log.lock();
             let message = Arc::new(Message::new(&log.epoch, log.head + 1, now_ms(), to, event, data, is_durable));
             // Enqueued before anyone can see the message, so an ack never overtakes its insert.
@@ -168,10 +168,13 @@ impl App {
                 .append(&self.id, message.clone(), durable)
                 .inspect_err(|_| add(&self.metrics.store_errors_total, 1))?;
             log.append(message.clone());
-            (message, commit)
+            // Handed out under the same lock: two publishes fanning out in parallel could reach
+            // a connection out of id order, and a client resuming from the later id would skip
+            // the earlier one. Delivery only queues shared frames, it never waits.
+            let delivered = self.deliver(&message);
+            (message, commit, delivered)
         };
         self.head.send_replace(message.seq);
-        let delivered = self.deliver(&message);
         if is_durable {
             let changes = commit.await.inspect_err(|_| add(&self.metrics.store_errors_total, 1))?;
             self.notify_unread(&changes);

@@ -4,9 +4,10 @@
 //!
 //! 1. Validate; nothing happens to a publish that fails.
 //! 2. Under the app's log lock: take the next sequence number, encode the frame once, enqueue
-//!    it to the store, append it to history. Only this step is serialised per app.
-//! 3. Hand the shared frame to every matching connection, shard by shard. A full queue closes
-//!    its connection; the publisher never waits for a subscriber.
+//!    it to the store, append it to history.
+//! 3. Still under that lock, so each connection gets messages in id order: hand the shared
+//!    frame to every matching connection, shard by shard. A full queue closes its connection;
+//!    the publisher never waits for a subscriber. Steps 2 and 3 are what is serialised per app.
 //! 4. Durable only: wait for the store's group commit, then tell users their unread count.
 
 mod app;
@@ -289,7 +290,7 @@ impl Hub {
             )));
         }
         for (i, p) in batch.iter().enumerate() {
-            app.validate(p).map_err(|e| Error::Invalid(format!("item {i}: {e}")))?;
+            app.validate(p).map_err(|e| Error::BatchItem(i, Box::new(e)))?;
         }
         let mut answers = Vec::with_capacity(batch.len());
         for p in batch {
