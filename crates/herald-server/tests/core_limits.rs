@@ -86,10 +86,10 @@ async fn invalid_publishes_are_problems_and_change_nothing() {
     assert!(p["detail"].as_str().unwrap().contains("item 1"), "{p}");
     let too_many: Vec<Value> = (0..4).map(|n| json!({"to": to, "data": n})).collect();
     problem(post(&hub, "/api/publish/batch").json(&too_many), 400, "batch over max_batch").await;
-    // An oversized item makes the whole batch invalid (400), naming the item and the limit.
+    // An oversized item refuses the whole batch with the item's own status, naming it and the limit.
     let p = problem(
         post(&hub, "/api/publish/batch").json(&json!([{"to": to, "data": 0}, {"to": to, "data": "y".repeat(2000)}])),
-        400,
+        413,
         "batch item too large",
     )
     .await;

@@ -38,6 +38,9 @@ pub enum Error {
     /// The store could not do it; for a durable publish this means it was not stored.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// One item of a batch was refused; nothing of the batch was sent.
+    #[error("item {0}: {1}")]
+    BatchItem(usize, Box<Error>),
     /// The hub is shutting down and takes no new streams.
     #[error("the hub is shutting down; reconnect shortly")]
     ShuttingDown,
@@ -47,6 +50,7 @@ impl Error {
     /// The HTTP status that fits.
     pub fn status(&self) -> StatusCode {
         match self {
+            Self::BatchItem(_, e) => e.status(),
             Self::UnknownApp(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Invalid(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -65,6 +69,7 @@ impl Error {
     /// A stable slug naming the kind of problem, used in the problem `type` URI.
     pub fn kind(&self) -> &'static str {
         match self {
+            Self::BatchItem(_, e) => e.kind(),
             Self::UnknownApp(_) => "unknown-app",
             Self::Invalid(_) => "invalid-request",
             Self::PayloadTooLarge { .. } => "payload-too-large",

@@ -290,7 +290,7 @@ impl Hub {
             )));
         }
         for (i, p) in batch.iter().enumerate() {
-            app.validate(p).map_err(|e| Error::Invalid(format!("item {i}: {e}")))?;
+            app.validate(p).map_err(|e| Error::BatchItem(i, Box::new(e)))?;
         }
         let mut answers = Vec::with_capacity(batch.len());
         for p in batch {
