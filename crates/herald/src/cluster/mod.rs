@@ -46,6 +46,8 @@ use crate::store::{DurableFor, HistoryLimits, Opened, StoreError, StoredMessage}
 
 /// How long a command may take before Redis counts as unreachable.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// The first wait before resubscribing to the bus; it doubles up to 5 s while Redis stays away.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// Bus events waiting for the hub to apply them; a full queue slows the consumer, and Redis
 /// disconnects a subscriber that falls too far behind, which triggers a resync.
 const BUS_QUEUE: usize = 65_536;
@@ -330,9 +332,9 @@ impl Cluster {
         let (tx, rx) = mpsc::channel(BUS_QUEUE);
         let cluster = self.clone();
         tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(100);
+            let mut backoff = FIRST_BACKOFF;
             loop {
-                match cluster.subscribe(&apps, &tx).await {
+                match cluster.subscribe(&apps, &tx, &mut backoff).await {
                     Ok(()) => return,
                     Err(error) => {
                         tracing::warn!(%error, "Lost the cluster bus; reconnecting.");
@@ -345,8 +347,14 @@ impl Cluster {
         rx
     }
 
-    /// One subscription's life; `Ok` only when the hub is gone.
-    async fn subscribe(&self, apps: &[String], tx: &mpsc::Sender<BusEvent>) -> Result<(), redis::RedisError> {
+    /// One subscription's life; `Ok` only when the hub is gone. Once subscribed, the backoff
+    /// starts over, so a blip after a long outage is not waited out at the longest backoff.
+    async fn subscribe(
+        &self,
+        apps: &[String],
+        tx: &mpsc::Sender<BusEvent>,
+        backoff: &mut Duration,
+    ) -> Result<(), redis::RedisError> {
         let mut pubsub = tokio::time::timeout(COMMAND_TIMEOUT, self.client.get_async_pubsub())
             .await
             .map_err(|_| redis::RedisError::from((redis::ErrorKind::IoError, "timed out connecting to Redis")))??;
@@ -357,6 +365,7 @@ impl Cluster {
             return Ok(());
         }
         tracing::info!("Subscribed to the cluster bus.");
+        *backoff = FIRST_BACKOFF;
         let mut messages = pubsub.into_on_message();
         while let Some(msg) = messages.next().await {
             let Some(app) = keys::app_of_bus(msg.get_channel_name()) else { continue };
