@@ -521,6 +521,11 @@ impl App {
     }
 
     fn announce(&self, kind: PresenceKind, conn: &Conn) {
+        // Building the event costs allocations on every connect; skip it when nobody listens.
+        let feed = self.presence.receiver_count() > 0;
+        if !feed && self.webhooks.is_none() && matches!(self.backbone, Backbone::Local(_)) {
+            return;
+        }
         let event = PresenceEvent {
             kind,
             app: self.id.clone(),
@@ -535,7 +540,9 @@ impl App {
                 webhooks.send(body.into(), &self.metrics);
             }
         }
-        let _ = self.presence.send(event);
+        if feed {
+            let _ = self.presence.send(event);
+        }
     }
 }
 

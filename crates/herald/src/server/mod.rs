@@ -97,6 +97,7 @@ async fn run(
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
     builder.http2().timer(TokioTimer::new()).keep_alive_interval(Duration::from_secs(30));
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -113,57 +114,46 @@ async fn run(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let builder = builder.clone();
-        let router = router.clone();
-        let tls = tls.clone();
-        let watcher = graceful.watcher();
-        let hub = hub.clone();
-        tasks.spawn(async move {
-            let kill = CancellationToken::new();
-            let service = service(router, remote, kill.clone());
-            let served = async {
-                match tls {
-                    Some(tls) => match tls.accept(stream).await {
-                        Ok(stream) => {
-                            watcher
-                                .watch(
-                                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned(),
-                                )
-                                .await
-                        }
-                        Err(error) => {
-                            tracing::debug!(%error, "TLS handshake failed.");
-                            Ok(())
-                        }
-                    },
-                    None if direct => match direct::events_or_rewind(stream, &hub, remote, &kill).await {
-                        Ok(Some(stream)) => {
-                            watcher
-                                .watch(
-                                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned(),
-                                )
-                                .await
-                        }
-                        Ok(None) => Ok(()),
-                        Err(error) => {
-                            tracing::debug!(%error, "Stream ended with an error.");
-                            Ok(())
-                        }
-                    },
-                    None => {
-                        watcher
-                            .watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned())
-                            .await
+        let conn = Connection {
+            builder: builder.clone(),
+            router: router.clone(),
+            watcher: graceful.watcher(),
+            remote,
+            kill: CancellationToken::new(),
+        };
+        match &tls {
+            Some(tls) => {
+                let tls = tls.clone();
+                tasks.spawn(async move {
+                    match tls.accept(stream).await {
+                        Ok(stream) => conn.serve_http(stream).await,
+                        Err(error) => tracing::debug!(%error, "TLS handshake failed."),
                     }
-                }
-            };
-            tokio::select! {
-                result = served => if let Err(error) = result {
-                    tracing::debug!(%error, "Connection ended with an error.");
-                },
-                () = kill.cancelled() => tracing::debug!(%remote, "Closed the transport of a client that stopped reading."),
+                });
             }
-        });
+            // A separate, small task per stream: the hyper connection future is several times
+            // the size of a direct stream's, and a task's memory is the size of its future.
+            None if direct => {
+                let (hub, tasks_for_http) = (hub.clone(), tasks.clone());
+                tasks.spawn(async move {
+                    let kill = conn.kill.clone();
+                    let outcome = tokio::select! {
+                        outcome = direct::events_or_rewind(stream, &hub, remote, &kill) => outcome,
+                        () = kill.cancelled() => return,
+                    };
+                    match outcome {
+                        Ok(Some(rewound)) => {
+                            tasks_for_http.spawn(conn.serve_http(rewound));
+                        }
+                        Ok(None) => {}
+                        Err(error) => tracing::debug!(%error, "Stream ended with an error."),
+                    }
+                });
+            }
+            None => {
+                tasks.spawn(conn.serve_http(stream));
+            }
+        }
     }
     drop(listener);
     tracing::info!("Shutting down: closing streams.");
@@ -178,6 +168,34 @@ async fn run(
         tracing::warn!(grace_secs = grace.as_secs(), "Grace period over; closing the remaining connections.");
     }
     Ok(())
+}
+
+/// What serving one accepted connection through hyper needs.
+struct Connection {
+    builder: Arc<Builder<TokioExecutor>>,
+    router: Router,
+    watcher: hyper_util::server::graceful::Watcher,
+    remote: SocketAddr,
+    /// Cancelled when a stream of this connection overflows its queue: the client stopped
+    /// reading, so its transport is closed rather than left blocked.
+    kill: CancellationToken,
+}
+
+impl Connection {
+    async fn serve_http<I>(self, io: I)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Self { builder, router, watcher, remote, kill } = self;
+        let service = service(router, remote, kill.clone());
+        let served = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned());
+        tokio::select! {
+            result = served => if let Err(error) = result {
+                tracing::debug!(%error, "Connection ended with an error.");
+            },
+            () = kill.cancelled() => tracing::debug!(%remote, "Closed the transport of a client that stopped reading."),
+        }
+    }
 }
 
 /// The per-connection service: the router, with the remote address and the kill switch in
