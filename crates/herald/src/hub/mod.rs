@@ -63,6 +63,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     /// Durable messages of every app (swept on the maintenance tick).
     inbox: Arc<dyn Inbox>,
+    /// A single node's store, flushed at shutdown.
+    store: Option<Arc<dyn Store>>,
     next_conn: AtomicU64,
     shutdown: CancellationToken,
 }
@@ -206,9 +208,9 @@ impl Hub {
             }
             apps.insert(app.id.clone(), app);
         }
-        let (inbox, cluster) = match persistence {
-            Persistence::Local(store) => (store as Arc<dyn Inbox>, None),
-            Persistence::Cluster(cluster) => (cluster.inbox.clone() as Arc<dyn Inbox>, Some(cluster)),
+        let (inbox, store, cluster) = match persistence {
+            Persistence::Local(store) => (store.clone() as Arc<dyn Inbox>, Some(store), None),
+            Persistence::Cluster(cluster) => (cluster.inbox.clone() as Arc<dyn Inbox>, None, Some(cluster)),
         };
         let hub = Self {
             inner: Arc::new(Inner {
@@ -216,6 +218,7 @@ impl Hub {
                 by_key,
                 metrics,
                 inbox,
+                store,
                 next_conn: AtomicU64::new(1),
                 shutdown: CancellationToken::new(),
                 config,
@@ -592,6 +595,15 @@ impl Hub {
         self.inner.shutdown.cancel();
         for app in self.inner.apps.values() {
             app.close_all(CloseReason::Shutdown);
+        }
+    }
+
+    /// Waits until everything the store has queued (history of recent publishes) is on disk.
+    pub async fn flush(&self) {
+        if let Some(store) = &self.inner.store {
+            if let Err(error) = store.flush().await {
+                tracing::error!(%error, "Could not flush the store.");
+            }
         }
     }
 

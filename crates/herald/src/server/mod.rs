@@ -167,6 +167,7 @@ async fn run(
     if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!(grace_secs = grace.as_secs(), "Grace period over; closing the remaining connections.");
     }
+    hub.flush().await;
     Ok(())
 }
 

@@ -80,6 +80,10 @@ impl Store for MemoryStore {
             .collect();
         Ok(ready(Ok(changes)).boxed())
     }
+
+    fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
+        ready(Ok(())).boxed()
+    }
 }
 
 impl Inbox for MemoryStore {

@@ -181,4 +181,7 @@ pub trait Store: Inbox {
     ///
     /// [`StoreError::Overloaded`] when the queue is full; nothing was enqueued.
     fn append(&self, app: &str, message: Arc<Message>, durable: Option<DurableFor>) -> Result<Commit, StoreError>;
+
+    /// Resolves once everything enqueued before it is on disk; called at shutdown.
+    fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>>;
 }

@@ -54,6 +54,7 @@ enum Command {
     Pending { app: String, user: String, up_to: u64, reply: Reply<Vec<UserMessage>> },
     Messages { app: String, user: String, query: MessageQuery, reply: Reply<Vec<UserMessage>> },
     Sweep { now_ms: u64, reply: Reply<Vec<UnreadChange>> },
+    Flush { reply: Reply<()> },
 }
 
 /// A handle to the writer thread; cheap to share.
@@ -191,6 +192,8 @@ fn execute(tx: &Transaction<'_>, limits: &mut HashMap<String, HistoryLimits>, co
         Command::Pending { app, user, up_to, reply } => answer(reply, pending(tx, &app, &user, up_to)),
         Command::Messages { app, user, query, reply } => answer(reply, messages(tx, &app, &user, query)),
         Command::Sweep { now_ms, reply } => answer(reply, sweep(tx, limits, now_ms)),
+        // Answered after the commit of its batch, which holds everything queued before it.
+        Command::Flush { reply } => answer(reply, Ok(())),
     }
 }
 
@@ -381,6 +384,10 @@ impl Store for SqliteStore {
     fn append(&self, app: &str, message: Arc<Message>, durable: Option<DurableFor>) -> Result<Commit, StoreError> {
         let app = app.to_string();
         self.enqueue(|reply| Command::Append { app, message, durable, reply })
+    }
+
+    fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.send(|reply| Command::Flush { reply })
     }
 }
 
