@@ -346,22 +346,23 @@ impl Redis {
         }
     }
 
-    /// Sends one inline command and returns the first reply line, if Redis answered at all.
+    /// Sends one inline command and returns the raw reply (RESP, one read, so for small
+    /// replies), if Redis answered at all.
     pub async fn command(&self, command: &str) -> Option<String> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let attempt = async {
             let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.ok()?;
             socket.write_all(format!("{command}\r\n").as_bytes()).await.ok()?;
-            let mut reply = vec![0; 256];
+            let mut reply = vec![0; 4096];
             let n = socket.read(&mut reply).await.ok()?;
-            Some(String::from_utf8_lossy(&reply[..n]).lines().next().unwrap_or_default().to_string())
+            Some(String::from_utf8_lossy(&reply[..n]).to_string())
         };
         tokio::time::timeout(Duration::from_secs(2), attempt).await.ok().flatten()
     }
 
     /// Whether Redis answers `PING` with `PONG` (not while it is still loading its data).
     pub async fn ping(&self) -> bool {
-        self.command("PING").await.as_deref() == Some("+PONG")
+        self.command("PING").await.is_some_and(|r| r.starts_with("+PONG"))
     }
 
     /// `SHUTDOWN` (the append-only file is already synced), and waits until the process exits.
