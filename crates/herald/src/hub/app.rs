@@ -402,6 +402,14 @@ impl App {
 
     /// What a client continuing from `last_event_id` receives before the live stream.
     pub(crate) async fn start(&self, who: &Identity, last_event_id: Option<&str>) -> Start {
+        if let (Backbone::Cluster(_), Some(id)) = (&self.backbone, last_event_id.and_then(crate::id::EventId::parse)) {
+            // A client that moved nodes may have seen a message this node has not applied yet:
+            // wait for the bus to bring it rather than tell the client to reset.
+            let mut head = self.head.subscribe();
+            if id.epoch == self.log.lock().epoch && id.seq > *head.borrow() {
+                let _ = tokio::time::timeout(BUS_ROUND_TRIP, head.wait_for(|h| *h >= id.seq)).await;
+            }
+        }
         let (resume, replay, covered, position_id, head_id) = {
             let log = self.log.lock();
             let resume = log.resume(last_event_id);
