@@ -266,6 +266,7 @@ async fn a_killed_node_leaves_presence_and_its_client_resumes_elsewhere() {
     let (_, users) = api_get(&a.base, "/api/users").await;
     assert_eq!(users["users"], json!([{"id": "k", "connections": 1}, {"id": "stays", "connections": 1}]));
 
+    let mut feed = Sse::presence(&a.base, API_KEY).await;
     k.kill9().await;
     let killed = Instant::now();
     for i in 3..6 {
@@ -285,6 +286,10 @@ async fn a_killed_node_leaves_presence_and_its_client_resumes_elsewhere() {
     }
     let (_, user) = api_get(&b.base, "/api/users/k").await;
     assert_eq!(user["online"], false, "{user}");
+    // One live node announces the dead node's connections as gone on the presence feed.
+    let gone = feed.until("disconnect").await;
+    let gone: Value = serde_json::from_str(&gone.data).unwrap();
+    assert_eq!(gone["user"], "k", "{gone}");
 
     // The client reconnects to B from the last message it read and loses nothing.
     let mut on_b = Sse::open(&b.base, &query, Some(&sent[1].0)).await;

@@ -308,8 +308,6 @@ impl Cluster {
                     let ttl = (self.presence_ttl.as_secs() * 2).max(2) as i64;
                     let mut pipe = redis::pipe();
                     pipe.zadd(keys::NODES, &*self.node, now);
-                    // Forget nodes that have been silent for long; readers already ignore them.
-                    pipe.zrembyscore(keys::NODES, 0, now.saturating_sub(self.presence_ttl.as_millis() as u64 * 20));
                     for (app, conns) in &local {
                         let key = keys::conns(app, &self.node);
                         if stale {
@@ -321,8 +319,44 @@ impl Cluster {
                         pipe.expire(&key, ttl);
                     }
                     stale = pipe.query_async::<()>(&mut conn).await.is_err();
+                    if !stale {
+                        self.bury_dead_nodes(&mut conn, &apps, now).await;
+                    }
                 }
             }
+        }
+    }
+
+    /// Announces the departure of every connection of nodes that stopped refreshing (killed),
+    /// once: the node whose ZREM takes a dead node out of the live set does it. Their hashes
+    /// outlive the liveness bound (twice the TTL), so they can still be read here.
+    async fn bury_dead_nodes(&self, conn: &mut ConnectionManager, apps: &[String], now: u64) {
+        let silent_since = now.saturating_sub(self.presence_ttl.as_millis() as u64);
+        let dead: Vec<String> = conn.zrangebyscore(keys::NODES, 0, silent_since).await.unwrap_or_default();
+        let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        for node in dead.into_iter().filter(|n| *n != *self.node) {
+            if conn.zrem::<_, _, u64>(keys::NODES, &node).await.unwrap_or(0) != 1 {
+                continue;
+            }
+            for app in apps {
+                let key = keys::conns(app, &node);
+                let gone: Vec<String> = conn.hvals(&key).await.unwrap_or_default();
+                let mut pipe = redis::pipe();
+                for connection in gone.iter().filter_map(|json| serde_json::from_str::<ConnectionInfo>(json).ok()) {
+                    let event =
+                        PresenceEvent { kind: PresenceKind::Disconnect, app: app.clone(), connection, at: at.clone() };
+                    // Sent in the dead node's name, so that every live node, this one too, takes it.
+                    pipe.publish(
+                        keys::bus(app),
+                        format!("p {node} {}", serde_json::to_string(&event).unwrap_or_default()),
+                    );
+                }
+                pipe.del(&key);
+                if let Err(error) = pipe.query_async::<()>(conn).await {
+                    tracing::warn!(%error, "Could not announce a dead node's departures.");
+                }
+            }
+            tracing::info!(node = %node, "A node stopped refreshing its presence; its connections are gone.");
         }
     }
 
