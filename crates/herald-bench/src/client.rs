@@ -66,11 +66,7 @@ impl Shared {
     }
 
     pub fn connected_in(&self, generation: u32) -> u32 {
-        self.connected
-            .borrow()
-            .get(generation as usize)
-            .copied()
-            .unwrap_or(0)
+        self.connected.borrow().get(generation as usize).copied().unwrap_or(0)
     }
 
     pub fn broken(&self) -> u32 {
@@ -103,9 +99,7 @@ impl Shared {
             return; // hub control events such as herald.connected
         };
         let now = crate::clock::unix_nanos();
-        self.latency
-            .borrow_mut()
-            .saturating_record(now.saturating_sub(msg.t).max(1000) / 1000);
+        self.latency.borrow_mut().saturating_record(now.saturating_sub(msg.t).max(1000) / 1000);
         let mut t = self.tally.borrow_mut();
         t.received += 1;
         if seen.first_time(msg.n) {
@@ -113,10 +107,7 @@ impl Shared {
         } else {
             t.duplicates += 1;
             t.first_duplicate.get_or_insert_with(|| {
-                format!(
-                    "n={} again as id {} on a stream opened with Last-Event-ID {:?}",
-                    msg.n, e.id, resumed_from
-                )
+                format!("n={} again as id {} on a stream opened with Last-Event-ID {:?}", msg.n, e.id, resumed_from)
             });
         }
         if t.first_ns == 0 {
@@ -185,40 +176,19 @@ struct Opened {
 }
 
 /// Connects, sends the request and waits for a 200 head.
-async fn open(
-    shared: &Shared,
-    index: u32,
-    generation: u32,
-    path: &str,
-    last_id: &str,
-) -> Result<Opened, String> {
+async fn open(shared: &Shared, index: u32, generation: u32, path: &str, last_id: &str) -> Result<Opened, String> {
     let _permit = shared.gate.acquire().await.map_err(|e| e.to_string())?;
     let server = shared.target.addr;
-    let socket = if server.is_ipv4() {
-        TcpSocket::new_v4()
-    } else {
-        TcpSocket::new_v6()
-    };
+    let socket = if server.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() };
     let socket = socket.map_err(|e| format!("socket: {e}"))?;
     let source = source_addr(server, index, generation);
-    socket
-        .bind(source)
-        .map_err(|e| format!("bind {source}: {e}"))?;
-    let mut stream = socket
-        .connect(server)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+    socket.bind(source).map_err(|e| format!("bind {source}: {e}"))?;
+    let mut stream = socket.connect(server).await.map_err(|e| format!("connect: {e}"))?;
     let request = shared.target.subscribe_request(path, last_id);
-    stream
-        .write_all(&request)
-        .await
-        .map_err(|e| format!("write: {e}"))?;
+    stream.write_all(&request).await.map_err(|e| format!("write: {e}"))?;
     let mut buf = Vec::with_capacity(READ_BUF);
     loop {
-        let n = stream
-            .read_buf(&mut buf)
-            .await
-            .map_err(|e| format!("read: {e}"))?;
+        let n = stream.read_buf(&mut buf).await.map_err(|e| format!("read: {e}"))?;
         if n == 0 {
             return Err("closed before the response head".into());
         }
@@ -228,11 +198,7 @@ async fn open(
                 return Err(format!("status {}: {}", head.status, body.trim()));
             }
             buf.drain(..len);
-            return Ok(Opened {
-                stream,
-                chunked: head.chunked,
-                buf,
-            });
+            return Ok(Opened { stream, chunked: head.chunked, buf });
         }
         if buf.len() >= READ_BUF {
             return Err("response head too large".into());
@@ -247,11 +213,7 @@ async fn read(
     last_id: &mut String,
     phase: &mut watch::Receiver<Phase>,
 ) -> Ended {
-    let Opened {
-        mut stream,
-        chunked,
-        mut buf,
-    } = opened;
+    let Opened { mut stream, chunked, mut buf } = opened;
     let mut chunked = chunked.then(Chunked::default);
     let mut parser = Parser::default();
     let resumed_from = last_id.clone();
@@ -299,10 +261,7 @@ mod tests {
     fn sources_spread_and_move_per_generation() {
         let server: SocketAddr = "127.0.0.1:80".parse().unwrap();
         assert_eq!(source_addr(server, 0, 0).ip().to_string(), "127.0.0.2");
-        assert_eq!(
-            source_addr(server, 18_999, 0).ip().to_string(),
-            "127.0.0.20"
-        );
+        assert_eq!(source_addr(server, 18_999, 0).ip().to_string(), "127.0.0.20");
         assert_eq!(source_addr(server, 0, 1).ip().to_string(), "127.0.0.22");
         assert_eq!(source_addr(server, 0, 1).port(), 0);
     }

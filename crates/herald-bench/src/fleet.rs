@@ -57,10 +57,7 @@ impl Fleet {
         count: u32,
         layout: Layout,
     ) -> std::io::Result<(Fleet, Connected)> {
-        let n = layout
-            .workers
-            .unwrap_or_else(|| count.div_ceil(layout.per_worker.max(1)) as usize)
-            .max(1);
+        let n = layout.workers.unwrap_or_else(|| count.div_ceil(layout.per_worker.max(1)) as usize).max(1);
         let exe = std::env::current_exe()?;
         let mut workers = Vec::with_capacity(n);
         let mut start = first;
@@ -73,10 +70,7 @@ impl Fleet {
                 .args(["--mode", mode_name(mode)])
                 .args(["--first", &start.to_string()])
                 .args(["--count", &share.to_string()])
-                .args([
-                    "--connect-concurrency",
-                    &layout.connect_concurrency.to_string(),
-                ])
+                .args(["--connect-concurrency", &layout.connect_concurrency.to_string()])
                 .env("HERALD_API_KEY", &target.api_key)
                 .env("HERALD_JWT_SECRET", &target.jwt_secret)
                 .stdin(Stdio::piped())
@@ -84,19 +78,9 @@ impl Fleet {
                 .kill_on_drop(true)
                 .spawn()?;
             start += share;
-            let stdin = child
-                .stdin
-                .take()
-                .ok_or_else(|| io_err("no stdin".into()))?;
-            let out = child
-                .stdout
-                .take()
-                .ok_or_else(|| io_err("no stdout".into()))?;
-            workers.push(Worker {
-                _child: child,
-                stdin,
-                out: BufReader::new(out).lines(),
-            });
+            let stdin = child.stdin.take().ok_or_else(|| io_err("no stdin".into()))?;
+            let out = child.stdout.take().ok_or_else(|| io_err("no stdout".into()))?;
+            workers.push(Worker { _child: child, stdin, out: BufReader::new(out).lines() });
         }
         let mut fleet = Fleet { workers };
         let connected = fleet.read_connected().await?;
@@ -114,11 +98,7 @@ impl Fleet {
     async fn read_lines(&mut self) -> std::io::Result<Vec<Line>> {
         let mut lines = Vec::with_capacity(self.workers.len());
         for w in &mut self.workers {
-            let text = w
-                .out
-                .next_line()
-                .await?
-                .ok_or_else(|| io_err("a worker exited".into()))?;
+            let text = w.out.next_line().await?.ok_or_else(|| io_err("a worker exited".into()))?;
             let line = serde_json::from_str(&text).map_err(|e| io_err(format!("{e}: {text}")))?;
             lines.push(line);
         }
@@ -128,13 +108,7 @@ impl Fleet {
     async fn read_connected(&mut self) -> std::io::Result<Connected> {
         let mut all = Connected::default();
         for line in self.read_lines().await? {
-            if let Line::Connected {
-                ok,
-                failed,
-                secs,
-                error,
-            } = line
-            {
+            if let Line::Connected { ok, failed, secs, error } = line {
                 all.ok += ok;
                 all.failed += failed;
                 all.secs = all.secs.max(secs);

@@ -22,12 +22,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, String> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("bad status line {status_line:?}"))?;
-    let mut head = Head {
-        status,
-        chunked: false,
-        content_length: None,
-        close: false,
-    };
+    let mut head = Head { status, chunked: false, content_length: None, close: false };
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             continue;
@@ -68,11 +63,7 @@ pub struct Chunked {
 
 impl Chunked {
     /// Passes the payload bytes in `input` to `out`; returns true once the last chunk is read.
-    pub fn decode(
-        &mut self,
-        mut input: &[u8],
-        out: &mut impl FnMut(&[u8]),
-    ) -> Result<bool, String> {
+    pub fn decode(&mut self, mut input: &[u8], out: &mut impl FnMut(&[u8])) -> Result<bool, String> {
         while !input.is_empty() && self.state != State::Done {
             if self.state == State::Data {
                 let take = self.remaining.min(input.len());
@@ -132,13 +123,8 @@ mod tests {
         assert_eq!(&raw[len..], b"data");
         assert_eq!(parse_head(b"HTTP/1.1 200 OK\r\n").unwrap(), None);
         let (head, _) =
-            parse_head(b"HTTP/1.1 401 No\r\nContent-Length: 12\r\nConnection: close\r\n\r\n")
-                .unwrap()
-                .unwrap();
-        assert_eq!(
-            (head.status, head.content_length, head.close),
-            (401, Some(12), true)
-        );
+            parse_head(b"HTTP/1.1 401 No\r\nContent-Length: 12\r\nConnection: close\r\n\r\n").unwrap().unwrap();
+        assert_eq!((head.status, head.content_length, head.close), (401, Some(12), true));
     }
 
     #[test]
@@ -147,11 +133,8 @@ mod tests {
         for i in 0..=raw.len() {
             let mut d = Chunked::default();
             let mut got = Vec::new();
-            d.decode(&raw[..i], &mut |b| got.extend_from_slice(b))
-                .unwrap();
-            assert!(d
-                .decode(&raw[i..], &mut |b| got.extend_from_slice(b))
-                .unwrap());
+            d.decode(&raw[..i], &mut |b| got.extend_from_slice(b)).unwrap();
+            assert!(d.decode(&raw[i..], &mut |b| got.extend_from_slice(b)).unwrap());
             assert_eq!(got, b"helloabcdefghijklmnopqrstuvwxyz", "split at {i}");
         }
     }

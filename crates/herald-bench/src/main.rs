@@ -78,10 +78,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // One thread per process: the server under test needs the other core more than we do.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
     let local = tokio::task::LocalSet::new();
     match local.block_on(&runtime, execute(cli.command)) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -40,17 +40,10 @@ fn clock_ticks_per_sec() -> u64 {
 fn with_descendants(root: u32) -> std::io::Result<Vec<u32>> {
     let mut parents = Vec::new();
     for entry in fs::read_dir("/proc")? {
-        let Some(pid) = entry?
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
+        let Some(pid) = entry?.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
-        if let Some(ppid) = fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| parse_stat_ppid(&s))
-        {
+        if let Some(ppid) = fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| parse_stat_ppid(&s)) {
             parents.push((pid, ppid));
         }
     }
@@ -98,10 +91,7 @@ mod tests {
 
     #[test]
     fn vm_rss() {
-        assert_eq!(
-            parse_vm_rss_kb("Name:\tx\nVmRSS:\t  10240 kB\n"),
-            Some(10240)
-        );
+        assert_eq!(parse_vm_rss_kb("Name:\tx\nVmRSS:\t  10240 kB\n"), Some(10240));
     }
 
     #[test]

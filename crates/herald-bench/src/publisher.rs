@@ -65,10 +65,7 @@ pub async fn run(target: &Target, plan: Plan) -> Published {
     let jobs: Rc<[(To, u64)]> = number(&plan.to).into();
     let conns = plan.conns.max(1);
     let start = Instant::now();
-    let mut total = Published {
-        started_ns: crate::clock::unix_nanos(),
-        ..Published::default()
-    };
+    let mut total = Published { started_ns: crate::clock::unix_nanos(), ..Published::default() };
     let mut tasks = Vec::with_capacity(conns);
     for k in 0..conns {
         let (jobs, target) = (jobs.clone(), target.clone());
@@ -118,11 +115,7 @@ struct Conn {
 
 impl Conn {
     fn new(addr: SocketAddr) -> Self {
-        Conn {
-            addr,
-            stream: None,
-            buf: Vec::with_capacity(4096),
-        }
+        Conn { addr, stream: None, buf: Vec::with_capacity(4096) }
     }
 
     async fn post(&mut self, request: &[u8]) -> Result<u16, String> {
@@ -136,25 +129,15 @@ impl Conn {
     /// Sends one request and reads its whole answer; true when the connection can be reused.
     async fn exchange(&mut self, request: &[u8]) -> Result<(u16, bool), String> {
         if self.stream.is_none() {
-            let s = TcpStream::connect(self.addr)
-                .await
-                .map_err(|e| format!("connect: {e}"))?;
+            let s = TcpStream::connect(self.addr).await.map_err(|e| format!("connect: {e}"))?;
             s.set_nodelay(true).map_err(|e| e.to_string())?;
             self.stream = Some(s);
         }
         let stream = self.stream.as_mut().expect("connected above");
-        stream
-            .write_all(request)
-            .await
-            .map_err(|e| format!("write: {e}"))?;
+        stream.write_all(request).await.map_err(|e| format!("write: {e}"))?;
         self.buf.clear();
         let (head, head_len) = loop {
-            if stream
-                .read_buf(&mut self.buf)
-                .await
-                .map_err(|e| e.to_string())?
-                == 0
-            {
+            if stream.read_buf(&mut self.buf).await.map_err(|e| e.to_string())? == 0 {
                 return Err("connection closed".into());
             }
             if let Some(found) = parse_head(&self.buf)? {
@@ -167,12 +150,7 @@ impl Conn {
             let mut done = decoder.decode(&body, &mut |_| {})?;
             while !done {
                 body.clear();
-                if stream
-                    .read_buf(&mut body)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    == 0
-                {
+                if stream.read_buf(&mut body).await.map_err(|e| e.to_string())? == 0 {
                     return Err("connection closed in body".into());
                 }
                 done = decoder.decode(&body, &mut |_| {})?;
@@ -180,12 +158,7 @@ impl Conn {
         } else {
             let len = head.content_length.unwrap_or(0);
             while body.len() < len {
-                if stream
-                    .read_buf(&mut body)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    == 0
-                {
+                if stream.read_buf(&mut body).await.map_err(|e| e.to_string())? == 0 {
                     return Err("connection closed in body".into());
                 }
             }

@@ -26,21 +26,11 @@ pub struct Report {
 
 impl Report {
     pub fn new(scenario: &str, target: &str) -> Self {
-        Report {
-            scenario: scenario.into(),
-            target: target.into(),
-            metrics: Vec::new(),
-            notes: Vec::new(),
-        }
+        Report { scenario: scenario.into(), target: target.into(), metrics: Vec::new(), notes: Vec::new() }
     }
 
     pub fn add(&mut self, name: &str, value: f64, unit: &str, better: &str) -> &mut Self {
-        self.metrics.push(Metric {
-            name: name.into(),
-            value,
-            unit: unit.into(),
-            better: better.into(),
-        });
+        self.metrics.push(Metric { name: name.into(), value, unit: unit.into(), better: better.into() });
         self
     }
 
@@ -66,10 +56,7 @@ impl Report {
         for n in &self.notes {
             println!("  note: {n}");
         }
-        println!(
-            "{}",
-            serde_json::to_string(self).expect("reports serialize")
-        );
+        println!("{}", serde_json::to_string(self).expect("reports serialize"));
     }
 }
 
@@ -110,14 +97,9 @@ pub fn summarize(text: &str) -> String {
                 order.push(key.clone());
                 units.insert(key.clone(), (m.unit.clone(), m.better.clone()));
             }
-            values
-                .entry((key, r.target.clone()))
-                .or_default()
-                .push(m.value);
+            values.entry((key, r.target.clone())).or_default().push(m.value);
         }
-        let seen = notes
-            .entry((r.scenario.clone(), r.target.clone()))
-            .or_default();
+        let seen = notes.entry((r.scenario.clone(), r.target.clone())).or_default();
         for n in r.notes {
             if !seen.contains(&n) {
                 seen.push(n);
@@ -130,10 +112,7 @@ pub fn summarize(text: &str) -> String {
     for key in &order {
         let (unit, better) = &units[key];
         let get = |t: &str| {
-            let mut v = values
-                .get(&(key.clone(), t.to_string()))
-                .cloned()
-                .unwrap_or_default();
+            let mut v = values.get(&(key.clone(), t.to_string())).cloned().unwrap_or_default();
             median(&mut v).map(|m| (m, v.len()))
         };
         let (h, n) = (get("herald"), get("nchan"));
@@ -145,13 +124,7 @@ pub fn summarize(text: &str) -> String {
             (Some((h, _)), Some((n, _))) if n != 0.0 => format!("{:.2}", h / n),
             _ => "—".into(),
         };
-        out.push_str(&format!(
-            "| {} | {} | {unit} | {better} | {} | {} | {ratio} |\n",
-            key.0,
-            key.1,
-            cell(h),
-            cell(n)
-        ));
+        out.push_str(&format!("| {} | {} | {unit} | {better} | {} | {} | {ratio} |\n", key.0, key.1, cell(h), cell(n)));
     }
     for ((scenario, target), ns) in notes {
         for n in ns {
@@ -176,12 +149,7 @@ mod tests {
     #[test]
     fn summary_table_has_ratio_of_medians() {
         let mut lines = String::from("noise\n");
-        for (t, v) in [
-            ("herald", 10.0),
-            ("herald", 30.0),
-            ("herald", 20.0),
-            ("nchan", 10.0),
-        ] {
+        for (t, v) in [("herald", 10.0), ("herald", 30.0), ("herald", 20.0), ("nchan", 10.0)] {
             let mut r = Report::new("burst", t);
             r.add("deliveries_per_s", v, "1/s", "higher");
             lines.push_str(&serde_json::to_string(&r).unwrap());
@@ -191,14 +159,7 @@ mod tests {
         r.note("not supported by Nchan");
         lines.push_str(&serde_json::to_string(&r).unwrap());
         let table = summarize(&lines);
-        assert!(
-            table
-                .contains("| burst | deliveries_per_s | 1/s | higher | 20 (3×) | 10 (1×) | 2.00 |"),
-            "{table}"
-        );
-        assert!(
-            table.contains("durable / nchan: not supported by Nchan"),
-            "{table}"
-        );
+        assert!(table.contains("| burst | deliveries_per_s | 1/s | higher | 20 (3×) | 10 (1×) | 2.00 |"), "{table}");
+        assert!(table.contains("durable / nchan: not supported by Nchan"), "{table}");
     }
 }

@@ -97,11 +97,7 @@ impl Parser {
             return;
         }
         self.data.pop();
-        on_event(Event {
-            event: &self.event,
-            data: &self.data,
-            id: &self.last_id,
-        });
+        on_event(Event { event: &self.event, data: &self.data, id: &self.last_id });
         self.data.clear();
         self.event.clear();
     }
@@ -118,9 +114,7 @@ mod tests {
         let mut p = Parser::default();
         let mut out = Vec::new();
         for c in chunks {
-            p.feed(c, &mut |e: Event<'_>| {
-                out.push(Owned(e.event.into(), e.data.into(), e.id.into()))
-            });
+            p.feed(c, &mut |e: Event<'_>| out.push(Owned(e.event.into(), e.data.into(), e.id.into())));
         }
         (out, p.last_id().to_string())
     }
@@ -137,7 +131,8 @@ mod tests {
 
     #[test]
     fn every_split_point_gives_the_same_events() {
-        let stream: &[u8] = b"retry: 1000\r\nevent: herald.connected\r\nid: q-17\r\ndata: {}\r\n\r\n: hb\r\ndata: a\r\ndata: b\r\n\r\n";
+        let stream: &[u8] =
+            b"retry: 1000\r\nevent: herald.connected\r\nid: q-17\r\ndata: {}\r\n\r\n: hb\r\ndata: a\r\ndata: b\r\n\r\n";
         let want = vec![ev("herald.connected", "{}", "q-17"), ev("", "a\nb", "q-17")];
         for i in 0..=stream.len() {
             for j in i..=stream.len() {

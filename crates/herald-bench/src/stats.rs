@@ -76,9 +76,7 @@ impl Tally {
 }
 
 pub fn histogram_pairs(h: &Histogram<u64>) -> Vec<(u64, u64)> {
-    h.iter_recorded()
-        .map(|v| (v.value_iterated_to(), v.count_at_value()))
-        .collect()
+    h.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect()
 }
 
 /// Message numbers seen on one stream. Numbers run per stream (per channel or per user) from 0,
@@ -131,10 +129,7 @@ mod tests {
         let mut h = new_histogram();
         h.record_n(120, 7).unwrap();
         h.record(90_000).unwrap();
-        let a = Tally {
-            latency: histogram_pairs(&h),
-            ..Tally::default()
-        };
+        let a = Tally { latency: histogram_pairs(&h), ..Tally::default() };
         let mut sum = Tally::default();
         sum.merge(&a);
         sum.merge(&a);
@@ -146,23 +141,9 @@ mod tests {
 
     #[test]
     fn merge_keeps_earliest_first_and_latest_last() {
-        let mut t = Tally {
-            first_ns: 0,
-            last_ns: 0,
-            ..Tally::default()
-        };
-        t.merge(&Tally {
-            first_ns: 50,
-            last_ns: 60,
-            unique: 2,
-            ..Tally::default()
-        });
-        t.merge(&Tally {
-            first_ns: 40,
-            last_ns: 55,
-            unique: 3,
-            ..Tally::default()
-        });
+        let mut t = Tally { first_ns: 0, last_ns: 0, ..Tally::default() };
+        t.merge(&Tally { first_ns: 50, last_ns: 60, unique: 2, ..Tally::default() });
+        t.merge(&Tally { first_ns: 40, last_ns: 55, unique: 3, ..Tally::default() });
         assert_eq!((t.first_ns, t.last_ns, t.unique), (40, 60, 5));
     }
 

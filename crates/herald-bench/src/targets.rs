@@ -39,18 +39,10 @@ pub struct Target {
     #[arg(long, default_value = "127.0.0.1:8080", value_parser = loopback_addr)]
     pub addr: SocketAddr,
     /// Herald API key for /api/publish.
-    #[arg(
-        long,
-        env = "HERALD_API_KEY",
-        default_value = "bench-api-key-0123456789"
-    )]
+    #[arg(long, env = "HERALD_API_KEY", default_value = "bench-api-key-0123456789")]
     pub api_key: String,
     /// Herald HS256 secret that subscriber tokens are signed with.
-    #[arg(
-        long,
-        env = "HERALD_JWT_SECRET",
-        default_value = "bench-jwt-secret-0123456789abcdef0123456789"
-    )]
+    #[arg(long, env = "HERALD_JWT_SECRET", default_value = "bench-jwt-secret-0123456789abcdef0123456789")]
     pub jwt_secret: String,
 }
 
@@ -81,16 +73,9 @@ impl Target {
     }
 
     pub fn subscribe_request(&self, path: &str, last_event_id: &str) -> Vec<u8> {
-        let resume = if last_event_id.is_empty() {
-            String::new()
-        } else {
-            format!("Last-Event-ID: {last_event_id}\r\n")
-        };
-        format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n{resume}\r\n",
-            self.addr
-        )
-        .into_bytes()
+        let resume =
+            if last_event_id.is_empty() { String::new() } else { format!("Last-Event-ID: {last_event_id}\r\n") };
+        format!("GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n{resume}\r\n", self.addr).into_bytes()
     }
 
     pub fn supports_durable(&self) -> bool {
@@ -141,12 +126,7 @@ mod tests {
     use super::*;
 
     fn target(kind: Kind) -> Target {
-        Target {
-            target: kind,
-            addr: "127.0.0.1:9".parse().unwrap(),
-            api_key: "k".into(),
-            jwt_secret: "s".into(),
-        }
+        Target { target: kind, addr: "127.0.0.1:9".parse().unwrap(), api_key: "k".into(), jwt_secret: "s".into() }
     }
 
     #[test]
@@ -167,10 +147,7 @@ mod tests {
     fn nchan_publishes_raw_data_per_channel() {
         let req = String::from_utf8(target(Kind::Nchan).publish_request(To::User(3), "x", false));
         assert!(req.unwrap().starts_with("POST /pub/u3 HTTP/1.1\r\n"));
-        assert_eq!(
-            target(Kind::Nchan).subscribe_path(Mode::Channel, 5),
-            "/sub/bench"
-        );
+        assert_eq!(target(Kind::Nchan).subscribe_path(Mode::Channel, 5), "/sub/bench");
     }
 
     #[test]

@@ -57,19 +57,12 @@ pub const OFFLINE: &str = "offline";
 pub const ONLINE: &str = "online";
 
 pub async fn run(args: WorkerArgs) -> std::io::Result<()> {
-    let paths: Vec<String> = (0..args.count)
-        .map(|i| args.target.subscribe_path(args.mode, args.first + i))
-        .collect();
+    let paths: Vec<String> = (0..args.count).map(|i| args.target.subscribe_path(args.mode, args.first + i)).collect();
     let shared = Rc::new(Shared::new(args.target.clone(), args.connect_concurrency));
     let (phase_tx, phase_rx) = watch::channel(Phase::Online(0));
     let started = Instant::now();
     for (i, path) in paths.into_iter().enumerate() {
-        let task = client::run(
-            shared.clone(),
-            args.first + i as u32,
-            path,
-            phase_rx.clone(),
-        );
+        let task = client::run(shared.clone(), args.first + i as u32, path, phase_rx.clone());
         tokio::task::spawn_local(task);
     }
     drop(phase_rx);
@@ -79,9 +72,7 @@ pub async fn run(args: WorkerArgs) -> std::io::Result<()> {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Some(cmd) = lines.next_line().await? {
         match cmd.trim() {
-            STATS => emit(&Line::Stats {
-                tally: shared.tally(),
-            }),
+            STATS => emit(&Line::Stats { tally: shared.tally() }),
             OFFLINE => {
                 phase_tx.send_replace(Phase::Offline);
                 let started = Instant::now();

@@ -15,16 +15,14 @@ pub struct BurstArgs {
 
 pub async fn run(common: &Common, args: &BurstArgs) -> std::io::Result<Report> {
     let mut r = common.report("burst");
-    let (tally, published) =
-        super::broadcast(common, &mut r, args.subscribers, args.messages, None).await?;
+    let (tally, published) = super::broadcast(common, &mut r, args.subscribers, args.messages, None).await?;
     // From the first POST to the last delivery: the server's fan-out rate as subscribers see it.
     let secs = tally.last_ns.saturating_sub(published.started_ns) as f64 / 1e9;
-    r.add(
-        "deliveries_per_s",
-        tally.unique as f64 / secs.max(1e-9),
-        "1/s",
-        "higher",
-    )
-    .add("burst_time", secs, "s", "lower");
+    r.add("deliveries_per_s", tally.unique as f64 / secs.max(1e-9), "1/s", "higher").add(
+        "burst_time",
+        secs,
+        "s",
+        "lower",
+    );
     Ok(r)
 }

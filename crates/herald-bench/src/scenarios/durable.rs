@@ -30,19 +30,15 @@ pub async fn run(common: &Common, args: &DurableArgs) -> std::io::Result<Report>
         r.note("skipped: Nchan has no durable per-user store");
         return Ok(r);
     }
-    let wide = Common {
-        publish_conns: args.conns,
-        ..common.clone()
-    };
+    let wide = Common { publish_conns: args.conns, ..common.clone() };
     let to = random_users(args.messages, args.users, 0x2545_f491_4f6c_dd1d);
     let stored = wide.publish(to, None, true).await;
-    r.add(
-        "stored_per_s",
-        stored.ok as f64 / stored.secs().max(1e-9),
-        "1/s",
-        "higher",
-    )
-    .add("durable_publish_errors", stored.errors as f64, "", "lower");
+    r.add("stored_per_s", stored.ok as f64 / stored.secs().max(1e-9), "1/s", "higher").add(
+        "durable_publish_errors",
+        stored.errors as f64,
+        "",
+        "lower",
+    );
     if let Some(e) = &stored.first_error {
         r.note(format!("first durable publish error: {e}"));
     }
@@ -52,21 +48,14 @@ pub async fn run(common: &Common, args: &DurableArgs) -> std::io::Result<Report>
     add_connected(&mut r, &connected);
     tokio::time::sleep(Duration::from_millis(300)).await;
     fleet.offline().await?;
-    let backlog = common
-        .publish(vec![To::User(args.users); args.replay], None, true)
-        .await;
+    let backlog = common.publish(vec![To::User(args.users); args.replay], None, true).await;
     let reconnect_ns = crate::clock::unix_nanos();
     fleet.online().await?;
     let tally = fleet.wait_for(backlog.ok, QUIET).await?;
     let secs = tally.last_ns.saturating_sub(reconnect_ns) as f64 / 1e9;
     r.add("replay_time", secs, "s", "lower")
         .add("replayed", tally.unique as f64, "", "higher")
-        .add(
-            "replay_lost",
-            backlog.ok.saturating_sub(tally.unique) as f64,
-            "",
-            "lower",
-        )
+        .add("replay_lost", backlog.ok.saturating_sub(tally.unique) as f64, "", "lower")
         .add("replay_duplicates", tally.duplicates as f64, "", "lower");
     Ok(r)
 }

@@ -48,12 +48,7 @@ impl Common {
         Report::new(scenario, self.target.target.name())
     }
 
-    pub async fn fleet(
-        &self,
-        mode: Mode,
-        first: u32,
-        count: u32,
-    ) -> std::io::Result<(Fleet, Connected)> {
+    pub async fn fleet(&self, mode: Mode, first: u32, count: u32) -> std::io::Result<(Fleet, Connected)> {
         let layout = Layout {
             workers: self.workers,
             per_worker: self.per_worker,
@@ -67,12 +62,7 @@ impl Common {
     }
 
     pub async fn publish(&self, to: Vec<To>, rate: Option<f64>, durable: bool) -> Published {
-        let plan = Plan {
-            to,
-            rate,
-            conns: self.publish_conns,
-            durable,
-        };
+        let plan = Plan { to, rate, conns: self.publish_conns, durable };
         publisher::run(&self.target, plan).await
     }
 }
@@ -91,17 +81,16 @@ pub fn add_connected(r: &mut Report, c: &Connected) {
 /// Loss, duplicates, latency and publish errors of a delivery run.
 pub fn add_delivery(r: &mut Report, expected: u64, tally: &Tally, published: &Published) {
     r.add("deliveries_expected", expected as f64, "", "")
-        .add(
-            "lost",
-            expected.saturating_sub(tally.unique) as f64,
-            "",
-            "lower",
-        )
+        .add("lost", expected.saturating_sub(tally.unique) as f64, "", "lower")
         .add("duplicates", tally.duplicates as f64, "", "lower")
         .add("streams_broken", tally.broken as f64, "", "lower")
         .latency(&summarize(&tally.histogram()));
-    r.add("publish_errors", published.errors as f64, "", "lower")
-        .add("publisher_max_lag", published.max_lag_ms, "ms", "lower");
+    r.add("publish_errors", published.errors as f64, "", "lower").add(
+        "publisher_max_lag",
+        published.max_lag_ms,
+        "ms",
+        "lower",
+    );
     if let Some(d) = &tally.first_duplicate {
         r.note(format!("first duplicate: {d}"));
     }
@@ -134,9 +123,7 @@ pub async fn broadcast(
     add_connected(r, &connected);
     let before = common.sample();
     let bench_before = proc::sample(std::process::id()).ok();
-    let published = common
-        .publish(vec![To::Channel; messages], rate, false)
-        .await;
+    let published = common.publish(vec![To::Channel; messages], rate, false).await;
     let expected = published.ok * connected.ok as u64;
     let tally = fleet.wait_for(expected, QUIET).await?;
     let per_delivery = |b: Option<proc::Sample>, a: Option<proc::Sample>| {

@@ -30,20 +30,12 @@ pub async fn run(common: &Common, args: &ReconnectArgs) -> std::io::Result<Repor
     let messages = (args.rate * args.secs).round() as usize;
     let driver = common.clone();
     let rate = args.rate;
-    let publishing = tokio::task::spawn_local(async move {
-        driver
-            .publish(vec![To::Channel; messages], Some(rate), false)
-            .await
-    });
+    let publishing =
+        tokio::task::spawn_local(async move { driver.publish(vec![To::Channel; messages], Some(rate), false).await });
     tokio::time::sleep(Duration::from_secs_f64(args.drop_after_secs)).await;
     fleet.offline().await?;
     let back = fleet.online().await?;
-    r.add("reconnect_time", back.secs, "s", "lower").add(
-        "reconnected",
-        back.ok as f64,
-        "",
-        "higher",
-    );
+    r.add("reconnect_time", back.secs, "s", "lower").add("reconnected", back.ok as f64, "", "higher");
     if let Some(e) = &back.error {
         r.note(format!("first reconnect error: {e}"));
     }
