@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::conn::{parse_public_id, Conn, ConnMeta, ConnectionInfo};
 use super::log::{Log, Resume};
-use super::outbox::{CloseReason, Outbox, StreamBody};
+use super::body::StreamBody;
+use super::outbox::{CloseReason, Outbox};
 use super::presence::{PresenceEvent, PresenceKind, Webhooks};
 use super::registry::{Refused, Registry};
 use crate::auth::{Claims, TokenError, Verifier};
@@ -361,7 +362,7 @@ impl App {
             },
             expires_at: claims.exp,
             ping_events: req.ping_events,
-            outbox: Arc::new(Outbox::new(self.config.limits.queue_bytes, kill)),
+            outbox: Outbox::new(self.config.limits.queue_bytes, kill),
         });
         let limits = &self.config.limits;
         self.registry.insert(conn.clone(), limits.max_connections_per_user, limits.max_connections_per_ip).map_err(
@@ -378,9 +379,7 @@ impl App {
         )?;
         add(&self.metrics.connects_total, 1);
         self.announce(PresenceKind::Connect, &conn);
-        let app = self.clone();
-        let closing = conn.clone();
-        let body = StreamBody::new(conn.outbox.clone(), move || app.unregister(&closing));
+        let body = StreamBody::new(self.clone(), conn.clone());
 
         let start = self.start(&conn.who, req.last_event_id.as_deref()).await;
         let mut first = vec![sse::retry(self.retry_ms)];

@@ -30,7 +30,7 @@ pub(crate) struct Conn {
     pub(crate) expires_at: Option<u64>,
     /// Whether heartbeats are `herald.ping` events (visible to EventSource) rather than comments.
     pub(crate) ping_events: bool,
-    pub(crate) outbox: Arc<Outbox>,
+    pub(crate) outbox: Outbox,
 }
 
 impl Conn {

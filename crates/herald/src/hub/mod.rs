@@ -11,6 +11,7 @@
 //! 4. Durable only: wait for the store's group commit, then tell users their unread count.
 
 mod app;
+mod body;
 mod conn;
 mod log;
 mod outbox;
@@ -34,7 +35,7 @@ pub use presence::{PresenceEvent, PresenceKind};
 use app::{App, Backbone};
 use log::{Log, Resume};
 use outbox::CloseReason;
-pub(crate) use outbox::StreamBody;
+pub(crate) use body::StreamBody;
 use presence::Webhooks;
 use registry::Registry;
 

@@ -7,13 +7,10 @@
 //! connection rather than one per event.
 
 use std::collections::VecDeque;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
-use http_body::{Body, Frame, SizeHint};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
@@ -176,7 +173,20 @@ impl Outbox {
         }
     }
 
-    fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, CloseReason>>> {
+    /// Ready once the connection was closed for overflowing its queue; meanwhile it keeps
+    /// the task's waker, so a writer blocked on a stuck socket learns of it.
+    pub(crate) fn poll_aborted(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut inner = self.inner.lock();
+        if let State::Aborted(_) = inner.state {
+            return Poll::Ready(());
+        }
+        if !inner.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            inner.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, CloseReason>>> {
         let mut inner = self.inner.lock();
         if let State::Aborted(reason) = inner.state {
             return Poll::Ready(Some(Err(reason)).filter(|_| reason == CloseReason::Slow));
@@ -205,50 +215,6 @@ impl Outbox {
                 Poll::Pending
             }
         }
-    }
-}
-
-/// The `text/event-stream` body of one connection. Dropping it (the client went away, or the
-/// stream ended) runs `on_close` once, which unregisters the connection.
-pub(crate) struct StreamBody {
-    outbox: Arc<Outbox>,
-    on_close: Option<Box<dyn FnOnce() + Send + Sync>>,
-}
-
-impl StreamBody {
-    pub(crate) fn new(outbox: Arc<Outbox>, on_close: impl FnOnce() + Send + Sync + 'static) -> Self {
-        Self { outbox, on_close: Some(Box::new(on_close)) }
-    }
-}
-
-impl Drop for StreamBody {
-    fn drop(&mut self) {
-        if let Some(f) = self.on_close.take() {
-            f();
-        }
-    }
-}
-
-/// The error that aborts a stream whose client stopped reading.
-#[derive(Debug, thiserror::Error)]
-#[error("connection closed: its client stopped reading and its queue overflowed")]
-pub(crate) struct SlowClient;
-
-impl Body for StreamBody {
-    type Data = Bytes;
-    type Error = SlowClient;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, SlowClient>>> {
-        match self.outbox.poll_next(cx) {
-            Poll::Ready(Some(Ok(bytes))) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
-            Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(SlowClient))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
     }
 }
 

@@ -3,7 +3,7 @@
 //! An idle stream is most of what a push hub holds, so its cost decides how many fit on a box.
 //! Through hyper, each one keeps an 8 KiB read buffer and a write buffer for its whole life.
 //! Here the request head is read into a small buffer that is dropped once parsed, and the
-//! stream keeps only its socket, its queue and this task: the response is written raw (no
+//! stream keeps only its socket, its queue and a small task of its own: the response is written raw (no
 //! chunked framing, delimited by the connection's close), each wakeup writing everything
 //! queued in one call. Any other request — and HTTP/2, TLS, HTTP/1.0 — goes to hyper with the
 //! bytes already read replayed first.
@@ -18,7 +18,6 @@ use bytes::BytesMut;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
 use super::rewind::Rewind;
 use crate::http::{cors_allows, subscriber, Problem};
@@ -29,45 +28,69 @@ const PREFIX: &[u8] = b"GET /events";
 const MAX_HEAD: usize = 16 * 1024;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Serves the connection here if it is a `GET /events`; otherwise returns it, with what was
-/// read, for hyper.
-pub(super) async fn events_or_rewind(
-    mut stream: TcpStream,
-    hub: &Hub,
-    remote: SocketAddr,
-    kill: &CancellationToken,
-) -> io::Result<Option<Rewind<TcpStream>>> {
-    let mut buf = BytesMut::with_capacity(1024);
-    let parts = loop {
-        let read = tokio::time::timeout(HEAD_TIMEOUT, stream.read_buf(&mut buf))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "request head timed out"))??;
-        if read == 0 {
-            return Ok(None);
-        }
-        match is_events(&buf) {
-            None => continue,
-            Some(false) => return Ok(Some(Rewind::new(buf.freeze(), stream))),
-            Some(true) => {}
-        }
-        match parse_head(&buf, remote) {
-            Head::Complete(parts) => break parts,
-            Head::Partial if buf.len() < MAX_HEAD => continue,
-            Head::Partial | Head::Unsupported => return Ok(Some(Rewind::new(buf.freeze(), stream))),
-        }
+/// What the first request of a connection turned out to be.
+pub(super) enum Accepted {
+    /// A subscribed stream, ready to run in a task of its own.
+    Stream(Stream),
+    /// Anything else: hyper's, with the bytes read so far.
+    Other(Rewind<TcpStream>),
+    /// Answered (a refused subscription) or closed.
+    Done,
+}
+
+/// Reads the first request head; subscribes it if it is a `GET /events`.
+pub(super) async fn accept(stream: TcpStream, hub: &Hub, remote: SocketAddr) -> io::Result<Accepted> {
+    let (socket, parts) = match read_head(stream, remote).await? {
+        Read::Events(socket, parts) => (socket, parts),
+        Read::Other(rewound) => return Ok(Accepted::Other(rewound)),
+        Read::Closed => return Ok(Accepted::Done),
     };
-    drop(buf);
     let origin = parts.headers.get(http::header::ORIGIN).and_then(|o| o.to_str().ok()).map(str::to_owned);
     let cors = origin.filter(|o| cors_allows(hub, o)).map_or(String::new(), |o| {
         format!("access-control-allow-origin: {o}\r\naccess-control-allow-credentials: true\r\nvary: origin\r\n")
     });
     let (app, request) = subscriber(&parts, hub);
     drop(parts);
-    match hub.subscribe(&app, request, Some(kill.clone())).await {
-        Ok(body) => stream_events(stream, body, &cors).await,
-        Err(error) => write_problem(stream, Problem::from(error), &cors).await,
+    // No kill switch: a direct stream learns of its own overflow from its queue.
+    match hub.subscribe(&app, request, None).await {
+        Ok(body) => {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nx-accel-buffering: no\r\n\
+                 connection: close\r\n{cors}\r\n"
+            );
+            Ok(Accepted::Stream(Stream { socket, body, head: head.into_bytes() }))
+        }
+        Err(error) => write_problem(socket, Problem::from(error), &cors).await.map(|()| Accepted::Done),
     }
-    .map(|()| None)
+}
+
+enum Read {
+    Events(TcpStream, Box<http::request::Parts>),
+    Other(Rewind<TcpStream>),
+    Closed,
+}
+
+/// Reads until the request head is complete, or until it is clear this is not a stream.
+async fn read_head(mut stream: TcpStream, remote: SocketAddr) -> io::Result<Read> {
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        let read = tokio::time::timeout(HEAD_TIMEOUT, stream.read_buf(&mut buf))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "request head timed out"))??;
+        if read == 0 {
+            return Ok(Read::Closed);
+        }
+        match is_events(&buf) {
+            None => continue,
+            Some(false) => return Ok(Read::Other(Rewind::new(buf.freeze(), stream))),
+            Some(true) => {}
+        }
+        match parse_head(&buf, remote) {
+            Head::Complete(parts) => return Ok(Read::Events(stream, parts)),
+            Head::Partial if buf.len() < MAX_HEAD => continue,
+            Head::Partial | Head::Unsupported => return Ok(Read::Other(Rewind::new(buf.freeze(), stream))),
+        }
+    }
 }
 
 /// Whether the request line is `GET /events` (`None`: not enough bytes yet to tell).
@@ -107,29 +130,52 @@ fn parse_head(buf: &[u8], remote: SocketAddr) -> Head {
     }
 }
 
-/// Writes the stream until it ends or the client goes away. Between writes the task waits on
-/// its queue and on the socket becoming readable, which is how a client's close is noticed
-/// without a heartbeat.
-async fn stream_events(mut stream: TcpStream, body: StreamBody, cors: &str) -> io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nx-accel-buffering: no\r\n\
-         connection: close\r\n{cors}\r\n"
-    );
-    stream.write_all(head.as_bytes()).await?;
-    let mut body = std::pin::pin!(body);
-    loop {
-        tokio::select! {
-            frame = body.frame() => match frame.map(|f| f.map(|f| f.into_data())) {
-                Some(Ok(Ok(data))) => stream.write_all(&data).await?,
-                _ => return stream.shutdown().await,
-            },
-            readable = stream.readable() => {
-                readable?;
-                match stream.try_read(&mut [0u8; 64]) {
-                    Ok(0) => return Ok(()),
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e),
+/// A subscribed stream: the socket, the queue, and the response head still to write. This is
+/// all an idle stream holds, so it runs as a task of its own, apart from the larger future that
+/// read and subscribed it.
+pub(super) struct Stream {
+    socket: TcpStream,
+    body: StreamBody,
+    head: Vec<u8>,
+}
+
+impl Stream {
+    /// Writes the stream until it ends, its client goes away, or its queue overflows. Between
+    /// writes the task waits on its queue and on the socket becoming readable, which is how a
+    /// client's close is noticed without a heartbeat.
+    pub(super) async fn run(self) {
+        if let Err(error) = self.write().await {
+            tracing::debug!(%error, "Stream ended with an error.");
+        }
+    }
+
+    async fn write(self) -> io::Result<()> {
+        let Self { mut socket, body, mut head } = self;
+        let mut body = std::pin::pin!(body);
+        // The connect frames are already queued: they go out with the head in one write.
+        if let Some(Ok(Ok(data))) = body.frame().await.map(|f| f.map(|f| f.into_data())) {
+            head.extend_from_slice(&data);
+        }
+        socket.write_all(&head).await?;
+        drop(head);
+        loop {
+            tokio::select! {
+                frame = body.frame() => match frame.map(|f| f.map(|f| f.into_data())) {
+                    Some(Ok(Ok(data))) => tokio::select! {
+                        written = socket.write_all(&data) => written?,
+                        // A client that stopped reading blocks the write; its overflow ends it.
+                        () = body.aborted() => return Ok(()),
+                    },
+                    _ => return socket.shutdown().await,
+                },
+                readable = socket.readable() => {
+                    readable?;
+                    match socket.try_read(&mut [0u8; 64]) {
+                        Ok(0) => return Ok(()),
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e),
+                    }
                 }
             }
         }

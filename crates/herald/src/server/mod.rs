@@ -134,19 +134,17 @@ async fn run(
             // A separate, small task per stream: the hyper connection future is several times
             // the size of a direct stream's, and a task's memory is the size of its future.
             None if direct => {
-                let (hub, tasks_for_http) = (hub.clone(), tasks.clone());
+                let (hub, tasks_inner) = (hub.clone(), tasks.clone());
                 tasks.spawn(async move {
-                    let kill = conn.kill.clone();
-                    let outcome = tokio::select! {
-                        outcome = direct::events_or_rewind(stream, &hub, remote, &kill) => outcome,
-                        () = kill.cancelled() => return,
-                    };
-                    match outcome {
-                        Ok(Some(rewound)) => {
-                            tasks_for_http.spawn(conn.serve_http(rewound));
+                    match direct::accept(stream, &hub, remote).await {
+                        Ok(direct::Accepted::Stream(stream)) => {
+                            tasks_inner.spawn(stream.run());
                         }
-                        Ok(None) => {}
-                        Err(error) => tracing::debug!(%error, "Stream ended with an error."),
+                        Ok(direct::Accepted::Other(rewound)) => {
+                            tasks_inner.spawn(conn.serve_http(rewound));
+                        }
+                        Ok(direct::Accepted::Done) => {}
+                        Err(error) => tracing::debug!(%error, "Could not read a request."),
                     }
                 });
             }
