@@ -22,9 +22,14 @@ impl StreamBody {
         Self { app, conn }
     }
 
-    /// Resolves once the connection was dropped for overflowing its queue.
-    pub(crate) async fn aborted(&self) {
-        std::future::poll_fn(|cx| self.conn.outbox.poll_aborted(cx)).await;
+    /// Ready once the connection was dropped for overflowing its queue.
+    pub(crate) fn poll_aborted(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.conn.outbox.poll_aborted(cx)
+    }
+
+    /// Everything queued, coalesced; `None` once the stream ended, an error if it overflowed.
+    pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, super::outbox::CloseReason>>> {
+        self.conn.outbox.poll_next(cx)
     }
 }
 
@@ -44,7 +49,7 @@ impl Body for StreamBody {
     type Error = SlowClient;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, SlowClient>>> {
-        match self.conn.outbox.poll_next(cx) {
+        match self.as_ref().get_ref().poll_next(cx) {
             Poll::Ready(Some(Ok(bytes))) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
             Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(SlowClient))),
             Poll::Ready(None) => Poll::Ready(None),

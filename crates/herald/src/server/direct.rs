@@ -14,9 +14,12 @@ use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::response::IntoResponse;
-use bytes::BytesMut;
+use std::pin::Pin;
+use std::task::Poll;
+
+use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::BodyExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::rewind::Rewind;
@@ -142,43 +145,60 @@ pub(super) struct Stream {
 impl Stream {
     /// Writes the stream until it ends, its client goes away, or its queue overflows. Between
     /// writes the task waits on its queue and on the socket becoming readable, which is how a
-    /// client's close is noticed without a heartbeat.
+    /// client's close is noticed without a heartbeat. Every wakeup writes all that is queued.
     pub(super) async fn run(self) {
         if let Err(error) = self.write().await {
             tracing::debug!(%error, "Stream ended with an error.");
         }
     }
 
+    /// One hand-written poll loop rather than nested `select!`s: the state that lives as long as
+    /// the stream is just the socket, the queue handle and the bytes being written.
     async fn write(self) -> io::Result<()> {
-        let Self { mut socket, body, mut head } = self;
-        let mut body = std::pin::pin!(body);
+        let Self { mut socket, mut body, mut head } = self;
         // The connect frames are already queued: they go out with the head in one write.
         if let Some(Ok(Ok(data))) = body.frame().await.map(|f| f.map(|f| f.into_data())) {
             head.extend_from_slice(&data);
         }
-        socket.write_all(&head).await?;
-        drop(head);
-        loop {
-            tokio::select! {
-                frame = body.frame() => match frame.map(|f| f.map(|f| f.into_data())) {
-                    Some(Ok(Ok(data))) => tokio::select! {
-                        written = socket.write_all(&data) => written?,
-                        // A client that stopped reading blocks the write; its overflow ends it.
-                        () = body.aborted() => return Ok(()),
-                    },
-                    _ => return socket.shutdown().await,
-                },
-                readable = socket.readable() => {
-                    readable?;
-                    match socket.try_read(&mut [0u8; 64]) {
-                        Ok(0) => return Ok(()),
-                        Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Err(e),
-                    }
+        let mut pending = Bytes::from(head);
+        let ended = std::future::poll_fn(|cx| loop {
+            if !pending.is_empty() {
+                match Pin::new(&mut socket).poll_write(cx, &pending) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) if n == pending.len() => pending = Bytes::new(), // release the buffer
+                    Poll::Ready(Ok(n)) => pending.advance(n),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    // A client that stopped reading blocks the write; its overflow ends it.
+                    Poll::Pending => return body.poll_aborted(cx).map(|()| Ok(false)),
                 }
+                continue;
             }
+            match body.poll_next(cx) {
+                Poll::Ready(Some(Ok(bytes))) => {
+                    pending = bytes;
+                    continue;
+                }
+                Poll::Ready(Some(Err(_))) => return Poll::Ready(Ok(false)),
+                Poll::Ready(None) => return Poll::Ready(Ok(true)),
+                Poll::Pending => {}
+            }
+            // Nothing to write: notice a client that closed its side.
+            match socket.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => match socket.try_read(&mut [0u8; 64]) {
+                    Ok(0) => return Poll::Ready(Ok(false)),
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Poll::Ready(Err(e)),
+                },
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        })
+        .await?;
+        if ended {
+            socket.shutdown().await?;
         }
+        Ok(())
     }
 }
 
