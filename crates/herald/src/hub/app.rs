@@ -225,16 +225,17 @@ impl App {
     /// Applies a message from the cluster bus (or the stream, when catching up): history, then
     /// local delivery, then the head that waiting publishers and long-polls watch.
     pub(crate) fn apply(&self, seq: u64, stream_id: Option<String>, m: WireMessage, unread: &[(String, u64)]) {
-        let message = {
+        let delivered = {
             let mut log = self.log.lock();
             if seq <= log.head {
                 return;
             }
             let message = Arc::new(Message::new(&log.epoch, seq, m.time_ms, m.targets, m.event, m.data, m.durable));
             log.append(message.clone());
-            message
+            // Under the log lock, as in `publish_local`: a stream that reads history between the
+            // append and the delivery would otherwise get the message twice.
+            self.deliver(&message)
         };
-        let delivered = self.deliver(&message);
         {
             let mut applied = self.applied.lock();
             if stream_id.is_some() {
