@@ -42,6 +42,9 @@ CREATE TABLE IF NOT EXISTS inbox (
     PRIMARY KEY (app, user, seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS inbox_expiry ON inbox (expires_ms);
+CREATE TABLE IF NOT EXISTS unread (
+    app TEXT NOT NULL, user TEXT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (app, user)
+) WITHOUT ROWID;
 ";
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -188,7 +191,7 @@ fn execute(tx: &Transaction<'_>, limits: &mut HashMap<String, HistoryLimits>, co
         }
         Command::Append { app, message, durable, reply } => answer(reply, append(tx, &app, &message, durable)),
         Command::Ack { app, user, seqs, reply } => answer(reply, ack(tx, &app, &user, &seqs)),
-        Command::Unread { app, user, reply } => answer(reply, unread(tx, &app, &user, now_ms()).map_err(failed)),
+        Command::Unread { app, user, reply } => answer(reply, unread(tx, &app, &user).map_err(failed)),
         Command::Pending { app, user, up_to, reply } => answer(reply, pending(tx, &app, &user, up_to)),
         Command::Messages { app, user, query, reply } => answer(reply, messages(tx, &app, &user, query)),
         Command::Sweep { now_ms, reply } => answer(reply, sweep(tx, limits, now_ms)),
@@ -269,7 +272,6 @@ fn append(
         .and_then(|mut s| s.execute(params![app, m.seq]))
         .map_err(failed)?;
     let Some(durable) = durable else { return Ok(Vec::new()) };
-    let now = now_ms();
     let mut insert = tx
         .prepare_cached(
             "INSERT OR IGNORE INTO inbox (app, user, seq, id, event, data, created_ms, expires_ms) \
@@ -278,18 +280,38 @@ fn append(
         .map_err(failed)?;
     let mut changes = Vec::with_capacity(durable.users.len());
     for user in durable.users {
-        insert
+        let inserted = insert
             .execute(params![app, user, m.seq, m.id, m.event, m.data, m.time_ms, durable.expires_ms])
             .map_err(failed)?;
-        let unread = unread(tx, app, &user, now).map_err(failed)?;
+        let unread = add_unread(tx, app, &user, inserted as i64).map_err(failed)?;
         changes.push(UnreadChange { app: app.to_string(), user, unread });
     }
     Ok(changes)
 }
 
-fn unread(tx: &Transaction<'_>, app: &str, user: &str, now: u64) -> rusqlite::Result<u64> {
+/// A user's unread count, kept as a counter so that it costs one lookup, not a scan of their
+/// inbox. Expired messages leave it at the next sweep, which recounts.
+fn unread(tx: &Transaction<'_>, app: &str, user: &str) -> rusqlite::Result<u64> {
+    tx.prepare_cached("SELECT count FROM unread WHERE app = ?1 AND user = ?2")?
+        .query_row(params![app, user], |r| r.get(0))
+        .optional()
+        .map(Option::unwrap_or_default)
+}
+
+/// Adds `delta` (possibly negative) to a user's unread counter and returns it.
+fn add_unread(tx: &Transaction<'_>, app: &str, user: &str, delta: i64) -> rusqlite::Result<u64> {
     tx.prepare_cached(
-        "SELECT COUNT(*) FROM inbox WHERE app = ?1 AND user = ?2 AND read_ms IS NULL AND expires_ms > ?3",
+        "INSERT INTO unread (app, user, count) VALUES (?1, ?2, MAX(?3, 0)) \
+         ON CONFLICT (app, user) DO UPDATE SET count = MAX(count + ?3, 0) RETURNING count",
+    )?
+    .query_row(params![app, user, delta], |r| r.get(0))
+}
+
+/// Counts a user's unread, unexpired messages afresh and stores the count.
+fn recount(tx: &Transaction<'_>, app: &str, user: &str, now: u64) -> rusqlite::Result<u64> {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO unread (app, user, count) SELECT ?1, ?2, COUNT(*) FROM inbox \
+         WHERE app = ?1 AND user = ?2 AND read_ms IS NULL AND expires_ms > ?3 RETURNING count",
     )?
     .query_row(params![app, user, now], |r| r.get(0))
 }
@@ -306,7 +328,11 @@ fn ack(tx: &Transaction<'_>, app: &str, user: &str, seqs: &[u64]) -> Result<Acke
     for seq in seqs.iter().filter(|&&seq| seq <= i64::MAX as u64) {
         acked += update.execute(params![app, user, seq, now]).map_err(failed)? as u64;
     }
-    Ok(Acked { acked, unread: unread(tx, app, user, now).map_err(failed)? })
+    let unread = match acked {
+        0 => unread(tx, app, user),
+        n => add_unread(tx, app, user, -(n as i64)),
+    };
+    Ok(Acked { acked, unread: unread.map_err(failed)? })
 }
 
 fn user_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserMessage> {
@@ -369,7 +395,7 @@ fn sweep(
     affected
         .into_iter()
         .map(|(app, user)| {
-            let unread = unread(tx, &app, &user, now).map_err(failed)?;
+            let unread = recount(tx, &app, &user, now).map_err(failed)?;
             Ok(UnreadChange { app, user, unread })
         })
         .collect()
