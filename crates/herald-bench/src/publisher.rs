@@ -18,6 +18,8 @@ pub struct Plan {
     pub rate: Option<f64>,
     pub conns: usize,
     pub durable: bool,
+    /// Messages per request: above 1, Herald's `/api/publish/batch` carries them.
+    pub batch: usize,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -69,27 +71,36 @@ pub async fn run(target: &Target, plan: Plan) -> Published {
     let mut tasks = Vec::with_capacity(conns);
     for k in 0..conns {
         let (jobs, target) = (jobs.clone(), target.clone());
-        let (rate, durable) = (plan.rate, plan.durable);
+        let (rate, durable, batch) = (plan.rate, plan.durable, plan.batch.max(1));
         tasks.push(tokio::task::spawn_local(async move {
             let mut conn = Conn::new(target.addr);
             let mut done = Published::default();
-            for i in (k..jobs.len()).step_by(conns) {
+            let chunks = jobs.len().div_ceil(batch);
+            for c in (k..chunks).step_by(conns) {
+                let first = c * batch;
                 if let Some(rate) = rate {
-                    let due = start + Duration::from_secs_f64(i as f64 / rate);
+                    let due = start + Duration::from_secs_f64(first as f64 / rate);
                     tokio::time::sleep_until(due.into()).await;
                     let lag = Instant::now().saturating_duration_since(due);
                     done.max_lag_ms = done.max_lag_ms.max(lag.as_secs_f64() * 1000.0);
                 }
-                let (to, n) = jobs[i];
-                let data = format!(r#"{{"t":{},"n":{n}}}"#, crate::clock::unix_nanos());
-                match conn.post(&target.publish_request(to, &data, durable)).await {
-                    Ok(status) if (200..300).contains(&status) => done.ok += 1,
+                let chunk = &jobs[first..(first + batch).min(jobs.len())];
+                let messages: Vec<(To, String)> = chunk
+                    .iter()
+                    .map(|&(to, n)| (to, format!(r#"{{"t":{},"n":{n}}}"#, crate::clock::unix_nanos())))
+                    .collect();
+                let request = match messages.as_slice() {
+                    [(to, data)] => target.publish_request(*to, data, durable),
+                    many => target.publish_batch_request(many, durable),
+                };
+                match conn.post(&request).await {
+                    Ok(status) if (200..300).contains(&status) => done.ok += chunk.len() as u64,
                     Ok(status) => {
-                        done.errors += 1;
+                        done.errors += chunk.len() as u64;
                         done.first_error.get_or_insert(format!("status {status}"));
                     }
                     Err(e) => {
-                        done.errors += 1;
+                        done.errors += chunk.len() as u64;
                         done.first_error.get_or_insert(e);
                     }
                 }

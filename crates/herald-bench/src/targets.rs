@@ -82,20 +82,39 @@ impl Target {
         self.target == Kind::Herald
     }
 
+    /// Herald's JSON body publishing `data` to `to`.
+    fn herald_publish(to: To, data: &str, durable: bool) -> serde_json::Value {
+        let to = match to {
+            To::Channel => serde_json::json!({ "channels": [CHANNEL] }),
+            To::User(i) => serde_json::json!({ "users": [format!("u{i}")] }),
+        };
+        let mut body = serde_json::json!({ "to": to, "event": "b", "data": data });
+        if durable {
+            body["durable"] = true.into();
+        }
+        body
+    }
+
+    /// A keep-alive POST of several messages to Herald's `/api/publish/batch`.
+    pub fn publish_batch_request(&self, messages: &[(To, String)], durable: bool) -> Vec<u8> {
+        let body: Vec<_> = messages.iter().map(|(to, data)| Self::herald_publish(*to, data, durable)).collect();
+        let body = serde_json::Value::from(body).to_string();
+        format!(
+            "POST /api/publish/batch HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            self.addr,
+            self.api_key,
+            body.len()
+        )
+        .into_bytes()
+    }
+
     /// A keep-alive POST publishing bench message `data` to `to`.
     pub fn publish_request(&self, to: To, data: &str, durable: bool) -> Vec<u8> {
         let (path, auth, body) = match self.target {
             Kind::Herald => {
-                let to = match to {
-                    To::Channel => serde_json::json!({ "channels": [CHANNEL] }),
-                    To::User(i) => serde_json::json!({ "users": [format!("u{i}")] }),
-                };
-                let mut body = serde_json::json!({ "to": to, "event": "b", "data": data });
-                if durable {
-                    body["durable"] = true.into();
-                }
                 let auth = format!("Authorization: Bearer {}\r\n", self.api_key);
-                ("/api/publish".to_string(), auth, body.to_string())
+                ("/api/publish".to_string(), auth, Self::herald_publish(to, data, durable).to_string())
             }
             Kind::Nchan => {
                 let path = match to {

@@ -22,6 +22,9 @@ pub struct DurableArgs {
     /// Messages published to the offline user, then replayed.
     #[arg(long, default_value_t = 10_000)]
     pub replay: usize,
+    /// Messages per `/api/publish/batch` request in the batched throughput part.
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
 }
 
 pub async fn run(common: &Common, args: &DurableArgs) -> std::io::Result<Report> {
@@ -41,6 +44,18 @@ pub async fn run(common: &Common, args: &DurableArgs) -> std::io::Result<Report>
     );
     if let Some(e) = &stored.first_error {
         r.note(format!("first durable publish error: {e}"));
+    }
+    // The same, `batch` messages per request: group commit without one HTTP round trip each.
+    let to = random_users(args.messages, args.users, 0x9e37_79b9_7f4a_7c15);
+    let batched = wide.publish_batched(to, None, true, args.batch).await;
+    r.add("stored_per_s_batched", batched.ok as f64 / batched.secs().max(1e-9), "1/s", "higher").add(
+        "durable_batch_errors",
+        batched.errors as f64,
+        "",
+        "lower",
+    );
+    if let Some(e) = &batched.first_error {
+        r.note(format!("first batched durable publish error: {e}"));
     }
 
     // A user outside the throughput range learns its position, goes offline, and misses a backlog.

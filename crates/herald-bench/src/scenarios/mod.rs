@@ -62,7 +62,12 @@ impl Common {
     }
 
     pub async fn publish(&self, to: Vec<To>, rate: Option<f64>, durable: bool) -> Published {
-        let plan = Plan { to, rate, conns: self.publish_conns, durable };
+        self.publish_batched(to, rate, durable, 1).await
+    }
+
+    /// Like [`Common::publish`], `batch` messages per request.
+    pub async fn publish_batched(&self, to: Vec<To>, rate: Option<f64>, durable: bool, batch: usize) -> Published {
+        let plan = Plan { to, rate, conns: self.publish_conns, durable, batch };
         publisher::run(&self.target, plan).await
     }
 }

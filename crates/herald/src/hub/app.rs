@@ -11,9 +11,9 @@ use serde_json::json;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::body::StreamBody;
 use super::conn::{parse_public_id, Conn, ConnMeta, ConnectionInfo};
 use super::log::{Log, Resume};
-use super::body::StreamBody;
 use super::outbox::{CloseReason, Outbox};
 use super::presence::{PresenceEvent, PresenceKind, Webhooks};
 use super::registry::{Refused, Registry};
@@ -153,12 +153,37 @@ impl App {
     /// Publishes a validated message. See the module docs of `hub` for the order of steps.
     pub(crate) async fn publish(self: &Arc<Self>, p: Publish) -> Result<Published, Error> {
         match &self.backbone {
-            Backbone::Local(store) => self.publish_local(store.as_ref(), p).await,
+            Backbone::Local(store) => self.stage_local(store.as_ref(), p)?.finish(self).await,
             Backbone::Cluster(cluster) => self.publish_clustered(cluster, p).await,
         }
     }
 
-    async fn publish_local(&self, store: &dyn Store, p: Publish) -> Result<Published, Error> {
+    /// Publishes validated messages in order. On a single node every message is sequenced and
+    /// handed out before any commit is awaited, so a batch of durable messages costs one group
+    /// commit rather than one each.
+    pub(crate) async fn publish_many(self: &Arc<Self>, batch: Vec<Publish>) -> Vec<Result<Published, Error>> {
+        let mut answers = Vec::with_capacity(batch.len());
+        match &self.backbone {
+            Backbone::Local(store) => {
+                let staged: Vec<_> = batch.into_iter().map(|p| self.stage_local(store.as_ref(), p)).collect();
+                for staged in staged {
+                    answers.push(match staged {
+                        Ok(staged) => staged.finish(self).await,
+                        Err(e) => Err(e),
+                    });
+                }
+            }
+            Backbone::Cluster(cluster) => {
+                for p in batch {
+                    answers.push(self.publish_clustered(cluster, p).await);
+                }
+            }
+        }
+        answers
+    }
+
+    /// Sequences, stores (enqueued) and delivers a message: everything but waiting for the disk.
+    fn stage_local(&self, store: &dyn Store, p: Publish) -> Result<Staged, Error> {
         let durable = p.durable.then(|| self.durable_recipients(&p, Vec::new()));
         let Publish { to, event, data, durable: is_durable, .. } = p;
         let (message, commit, delivered) = {
@@ -176,12 +201,9 @@ impl App {
             (message, commit, delivered)
         };
         self.head.send_replace(message.seq);
-        if is_durable {
-            let changes = commit.await.inspect_err(|_| add(&self.metrics.store_errors_total, 1))?;
-            self.notify_unread(&changes);
-        }
         // A non-durable publish does not wait for the disk; the store logs a failed write.
-        Ok(Published { id: message.id.clone(), delivered })
+        let commit = is_durable.then_some(commit);
+        Ok(Staged { published: Published { id: message.id.clone(), delivered }, commit })
     }
 
     async fn publish_clustered(&self, cluster: &Cluster, p: Publish) -> Result<Published, Error> {
@@ -551,6 +573,23 @@ impl App {
         if feed {
             let _ = self.presence.send(event);
         }
+    }
+}
+
+/// A message sequenced and delivered, whose durable copies may still be on their way to disk.
+struct Staged {
+    published: Published,
+    commit: Option<crate::store::Commit>,
+}
+
+impl Staged {
+    /// Waits for the disk when the message is durable; then its users hear their unread count.
+    async fn finish(self, app: &App) -> Result<Published, Error> {
+        if let Some(commit) = self.commit {
+            let changes = commit.await.inspect_err(|_| add(&app.metrics.store_errors_total, 1))?;
+            app.notify_unread(&changes);
+        }
+        Ok(self.published)
     }
 }
 

@@ -33,9 +33,9 @@ pub use conn::ConnectionInfo;
 pub use presence::{PresenceEvent, PresenceKind};
 
 use app::{App, Backbone};
+pub(crate) use body::StreamBody;
 use log::{Log, Resume};
 use outbox::CloseReason;
-pub(crate) use body::StreamBody;
 use presence::Webhooks;
 use registry::Registry;
 
@@ -296,11 +296,7 @@ impl Hub {
         for (i, p) in batch.iter().enumerate() {
             app.validate(p).map_err(|e| Error::BatchItem(i, Box::new(e)))?;
         }
-        let mut answers = Vec::with_capacity(batch.len());
-        for p in batch {
-            answers.push(app.publish(p).await);
-        }
-        Ok(answers)
+        Ok(app.publish_many(batch).await)
     }
 
     /// Opens a subscriber stream; `kill` closes the client's transport if it stops reading.

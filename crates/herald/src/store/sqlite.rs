@@ -123,7 +123,8 @@ fn open_connection(path: &Path, sync: StoreSync) -> Result<Connection, StoreErro
     // Exclusive locking is taken by the first write, which the schema statement performs.
     conn.execute_batch(&format!(
         "PRAGMA busy_timeout = 200; PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = WAL; \
-         PRAGMA synchronous = {synchronous}; BEGIN IMMEDIATE; {SCHEMA} COMMIT;"
+         PRAGMA synchronous = {synchronous}; PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 8192; \
+         BEGIN IMMEDIATE; {SCHEMA} COMMIT;"
     ))
     .map_err(classify)?;
     Ok(conn)
@@ -160,8 +161,15 @@ impl Writer {
         let mut answers: Vec<Deferred> = Vec::with_capacity(batch.len());
         let outcome = (|| {
             let tx = self.conn.transaction().map_err(failed)?;
+            let mut heads = HashMap::new();
             for command in batch {
-                answers.push(execute(&tx, &mut self.limits, command));
+                answers.push(execute(&tx, &mut self.limits, &mut heads, command));
+            }
+            // One head update per app and batch, not one per message.
+            for (app, head) in heads {
+                tx.prepare_cached("UPDATE app SET head = MAX(head, ?2) WHERE id = ?1")
+                    .and_then(|mut s| s.execute(params![app, head]))
+                    .map_err(failed)?;
             }
             tx.commit().map_err(failed)
         })();
@@ -175,7 +183,12 @@ impl Writer {
 }
 
 /// Runs one command inside the batch's transaction and returns how to answer it.
-fn execute(tx: &Transaction<'_>, limits: &mut HashMap<String, HistoryLimits>, command: Command) -> Deferred {
+fn execute(
+    tx: &Transaction<'_>,
+    limits: &mut HashMap<String, HistoryLimits>,
+    heads: &mut HashMap<String, u64>,
+    command: Command,
+) -> Deferred {
     fn answer<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> Deferred {
         Box::new(move |commit_error| {
             let _ = reply.send(match commit_error {
@@ -189,7 +202,11 @@ fn execute(tx: &Transaction<'_>, limits: &mut HashMap<String, HistoryLimits>, co
             limits.insert(app.clone(), l);
             answer(reply, open_app(tx, &app, l))
         }
-        Command::Append { app, message, durable, reply } => answer(reply, append(tx, &app, &message, durable)),
+        Command::Append { app, message, durable, reply } => {
+            let head = heads.entry(app.clone()).or_default();
+            *head = (*head).max(message.seq);
+            answer(reply, append(tx, &app, &message, durable))
+        }
         Command::Ack { app, user, seqs, reply } => answer(reply, ack(tx, &app, &user, &seqs)),
         Command::Unread { app, user, reply } => answer(reply, unread(tx, &app, &user).map_err(failed)),
         Command::Pending { app, user, up_to, reply } => answer(reply, pending(tx, &app, &user, up_to)),
@@ -268,9 +285,6 @@ fn append(
     )
     .and_then(|mut s| s.execute(params![app, m.seq, m.time_ms, targets, m.event, m.data, m.durable]))
     .map_err(failed)?;
-    tx.prepare_cached("UPDATE app SET head = MAX(head, ?2) WHERE id = ?1")
-        .and_then(|mut s| s.execute(params![app, m.seq]))
-        .map_err(failed)?;
     let Some(durable) = durable else { return Ok(Vec::new()) };
     let mut insert = tx
         .prepare_cached(
