@@ -17,7 +17,9 @@ use crate::message::{Message, Targets};
 
 const SHARDS: usize = 32;
 
-type Index = HashMap<Arc<str>, Vec<u64>>;
+/// Connections by one attribute. The lists hold the connections themselves, so a publish goes
+/// from an address to its recipients without a lookup per recipient.
+type Index = HashMap<Arc<str>, Vec<Arc<Conn>>>;
 
 #[derive(Default)]
 struct Shard {
@@ -29,26 +31,25 @@ struct Shard {
 }
 
 impl Shard {
-    fn index(&mut self, conn: &Conn) {
-        let id = conn.id;
+    fn index(&mut self, conn: &Arc<Conn>) {
         let who = &conn.who;
         for (index, key) in
             [(&mut self.users, &who.user), (&mut self.sessions, &who.session), (&mut self.tenants, &who.tenant)]
         {
             if let Some(key) = key {
-                index.entry(key.clone()).or_default().push(id);
+                index.entry(key.clone()).or_default().push(conn.clone());
             }
         }
         for channel in &who.channels {
-            self.channels.entry(channel.clone()).or_default().push(id);
+            self.channels.entry(channel.clone()).or_default().push(conn.clone());
         }
     }
 
     fn unindex(&mut self, conn: &Conn) {
         fn drop_from(index: &mut Index, key: &Arc<str>, id: u64) {
-            if let Some(ids) = index.get_mut(key) {
-                ids.retain(|x| *x != id);
-                if ids.is_empty() {
+            if let Some(conns) = index.get_mut(key) {
+                conns.retain(|c| c.id != id);
+                if conns.is_empty() {
                     index.remove(key);
                 }
             }
@@ -66,12 +67,13 @@ impl Shard {
         }
     }
 
-    /// Ids of the connections `targets` reaches, each once.
-    fn matching(&self, targets: &Targets) -> Vec<u64> {
+    /// The connections `targets` reaches, each once.
+    fn matching(&self, targets: &Targets) -> Vec<&Arc<Conn>> {
         if targets.all {
-            return self.conns.keys().copied().collect();
+            return self.conns.values().collect();
         }
-        let mut ids = Vec::new();
+        let mut found = Vec::new();
+        let mut lists = 0;
         for (index, keys) in [
             (&self.users, &targets.users),
             (&self.sessions, &targets.sessions),
@@ -79,14 +81,18 @@ impl Shard {
             (&self.channels, &targets.channels),
         ] {
             for key in keys {
-                if let Some(found) = index.get(key.as_str()) {
-                    ids.extend_from_slice(found);
+                if let Some(conns) = index.get(key.as_str()) {
+                    found.extend(conns);
+                    lists += 1;
                 }
             }
         }
-        ids.sort_unstable();
-        ids.dedup();
-        ids
+        // A connection can be in two lists (its user and its channel, say): it gets one copy.
+        if lists > 1 {
+            found.sort_unstable_by_key(|c| c.id);
+            found.dedup_by_key(|c| c.id);
+        }
+        found
     }
 }
 
@@ -174,8 +180,7 @@ impl Registry {
         let mut overflowed = Vec::new();
         let mut visit = |shard: &Mutex<Shard>| {
             let shard = shard.lock();
-            for id in shard.matching(targets) {
-                let conn = &shard.conns[&id];
+            for conn in shard.matching(targets) {
                 match conn.outbox.push(Some(message.seq), message.frame.clone()) {
                     Ok(true) => delivered += 1,
                     Ok(false) => {}
@@ -203,15 +208,14 @@ impl Registry {
     /// The connections of one user.
     pub(crate) fn of_user(&self, user: &str) -> Vec<Arc<Conn>> {
         let shard = self.shard_of(Some(user), 0).lock();
-        shard.users.get(user).into_iter().flatten().map(|id| shard.conns[id].clone()).collect()
+        shard.users.get(user).cloned().unwrap_or_default()
     }
 
     /// Every connection that `targets` reaches (used to resolve durable recipients).
     pub(crate) fn matching(&self, targets: &Targets) -> Vec<Arc<Conn>> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
-            let shard = shard.lock();
-            out.extend(shard.matching(targets).into_iter().map(|id| shard.conns[&id].clone()));
+            out.extend(shard.lock().matching(targets).into_iter().cloned());
         }
         out
     }
