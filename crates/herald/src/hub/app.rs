@@ -57,6 +57,11 @@ pub(crate) struct App {
     pub(crate) verifier: Verifier,
     pub(crate) registry: Registry,
     pub(crate) log: Mutex<Log>,
+    /// Held from a message's append to the end of its delivery, and by a stream reading history:
+    /// messages reach every connection in id order, and a reader never sees a message that is
+    /// appended but not yet delivered (it would get it twice). Async, so that a publisher waiting
+    /// behind a large fan-out yields its thread to the streams instead of blocking it.
+    pub(crate) turn: tokio::sync::Mutex<()>,
     /// The head sequence, watched by long-polls.
     pub(crate) head: watch::Sender<u64>,
     pub(crate) presence: broadcast::Sender<PresenceEvent>,
@@ -153,7 +158,7 @@ impl App {
     /// Publishes a validated message. See the module docs of `hub` for the order of steps.
     pub(crate) async fn publish(self: &Arc<Self>, p: Publish) -> Result<Published, Error> {
         match &self.backbone {
-            Backbone::Local(store) => self.stage_local(store.as_ref(), p)?.finish(self).await,
+            Backbone::Local(store) => self.stage_local(store.as_ref(), p).await?.finish(self).await,
             Backbone::Cluster(cluster) => self.publish_clustered(cluster, p).await,
         }
     }
@@ -165,7 +170,10 @@ impl App {
         let mut answers = Vec::with_capacity(batch.len());
         match &self.backbone {
             Backbone::Local(store) => {
-                let staged: Vec<_> = batch.into_iter().map(|p| self.stage_local(store.as_ref(), p)).collect();
+                let mut staged = Vec::with_capacity(batch.len());
+                for p in batch {
+                    staged.push(self.stage_local(store.as_ref(), p).await);
+                }
                 for staged in staged {
                     answers.push(match staged {
                         Ok(staged) => staged.finish(self).await,
@@ -183,10 +191,11 @@ impl App {
     }
 
     /// Sequences, stores (enqueued) and delivers a message: everything but waiting for the disk.
-    fn stage_local(&self, store: &dyn Store, p: Publish) -> Result<Staged, Error> {
+    async fn stage_local(&self, store: &dyn Store, p: Publish) -> Result<Staged, Error> {
         let durable = p.durable.then(|| self.durable_recipients(&p, Vec::new()));
         let Publish { to, event, data, durable: is_durable, .. } = p;
-        let (message, commit, delivered) = {
+        let turn = self.turn.lock().await;
+        let (message, commit) = {
             let mut log = self.log.lock();
             let message = Arc::new(Message::new(&log.epoch, log.head + 1, now_ms(), to, event, data, is_durable));
             // Enqueued before anyone can see the message, so an ack never overtakes its insert.
@@ -194,12 +203,10 @@ impl App {
                 .append(&self.id, message.clone(), durable)
                 .inspect_err(|_| add(&self.metrics.store_errors_total, 1))?;
             log.append(message.clone());
-            // Handed out under the same lock: two publishes fanning out in parallel could reach
-            // a connection out of id order, and a client resuming from the later id would skip
-            // the earlier one. Delivery only queues shared frames, it never waits.
-            let delivered = self.deliver(&message);
-            (message, commit, delivered)
+            (message, commit)
         };
+        let delivered = self.deliver(&message);
+        drop(turn);
         self.head.send_replace(message.seq);
         // A non-durable publish does not wait for the disk; the store logs a failed write.
         let commit = is_durable.then_some(commit);
@@ -246,18 +253,19 @@ impl App {
 
     /// Applies a message from the cluster bus (or the stream, when catching up): history, then
     /// local delivery, then the head that waiting publishers and long-polls watch.
-    pub(crate) fn apply(&self, seq: u64, stream_id: Option<String>, m: WireMessage, unread: &[(String, u64)]) {
-        let delivered = {
+    pub(crate) async fn apply(&self, seq: u64, stream_id: Option<String>, m: WireMessage, unread: &[(String, u64)]) {
+        let turn = self.turn.lock().await;
+        let message = {
             let mut log = self.log.lock();
             if seq <= log.head {
                 return;
             }
             let message = Arc::new(Message::new(&log.epoch, seq, m.time_ms, m.targets, m.event, m.data, m.durable));
             log.append(message.clone());
-            // Under the log lock, as in `publish_local`: a stream that reads history between the
-            // append and the delivery would otherwise get the message twice.
-            self.deliver(&message)
+            message
         };
+        let delivered = self.deliver(&message);
+        drop(turn);
         {
             let mut applied = self.applied.lock();
             if stream_id.is_some() {
@@ -432,6 +440,8 @@ impl App {
                 let _ = tokio::time::timeout(BUS_ROUND_TRIP, head.wait_for(|h| *h >= id.seq)).await;
             }
         }
+        // Taking the turn means no message is between its append and its delivery right now.
+        let turn = self.turn.lock().await;
         let (resume, replay, covered, position_id, head_id) = {
             let log = self.log.lock();
             let resume = log.resume(last_event_id);
@@ -441,6 +451,7 @@ impl App {
             };
             (resume, log.after(position, who), log.head, log.id_of(position), log.id_of(log.head))
         };
+        drop(turn);
         let position = match resume {
             Resume::From(p) => p,
             Resume::Reset { head, .. } => head,
@@ -512,7 +523,7 @@ impl App {
             self.applied.lock().stream_id = None;
             self.close_all(CloseReason::Resync);
             for m in opened.history {
-                self.apply(m.seq, None, WireMessage::from(m), &[]);
+                self.apply(m.seq, None, WireMessage::from(m), &[]).await;
             }
             self.applied.lock().stream_id = stream_id;
             return Ok(());
@@ -528,7 +539,7 @@ impl App {
             }
         }
         for m in entries {
-            self.apply(m.seq, None, WireMessage::from(m), &[]);
+            self.apply(m.seq, None, WireMessage::from(m), &[]).await;
         }
         if last.is_some() {
             self.applied.lock().stream_id = last;

@@ -3,12 +3,15 @@
 //! # Publishing, step by step
 //!
 //! 1. Validate; nothing happens to a publish that fails.
-//! 2. Under the app's log lock: take the next sequence number, encode the frame once, enqueue
-//!    it to the store, append it to history.
-//! 3. Still under that lock, so each connection gets messages in id order: hand the shared
-//!    frame to every matching connection, shard by shard. A full queue closes its connection;
-//!    the publisher never waits for a subscriber. Steps 2 and 3 are what is serialised per app.
-//! 4. Durable only: wait for the store's group commit, then tell users their unread count.
+//! 2. Take the app's turn (an async lock, so waiting publishers yield their thread).
+//! 3. Under the app's log lock, briefly: take the next sequence number, encode the frame once,
+//!    enqueue it to the store, append it to history.
+//! 4. Still in the turn, so each connection gets messages in id order: hand the shared frame to
+//!    every matching connection, shard by shard, each shard under its own short lock. A full
+//!    queue closes its connection; the publisher never waits for a subscriber. Steps 3 and 4 are
+//!    what is serialised per app; a stream reading history takes the turn too, so it never sees
+//!    a message that is appended but not yet delivered.
+//! 5. Durable only: wait for the store's group commit, then tell users their unread count.
 
 mod app;
 mod body;
@@ -194,6 +197,7 @@ impl Hub {
                 registry: Registry::new(),
                 head: watch::Sender::new(log.head),
                 log: Mutex::new(log),
+                turn: tokio::sync::Mutex::new(()),
                 presence: broadcast::Sender::new(1024),
                 webhooks,
                 backbone,
@@ -673,7 +677,7 @@ async fn apply_bus(hub: std::sync::Weak<Inner>, mut bus: tokio::sync::mpsc::Rece
                     if seq > app.log.lock().head + 1 {
                         app.catch_up(&cluster).await;
                     }
-                    app.apply(seq, Some(stream_id), message, &unread);
+                    app.apply(seq, Some(stream_id), message, &unread).await;
                 }
             }
             BusEvent::Unread { app, changes } => {
