@@ -80,9 +80,8 @@ async fn main() -> ExitCode {
 
 async fn run(config: Config, dev_user_token: Option<String>) -> Result<(), Box<dyn std::error::Error>> {
     let tls = herald::server::tls_acceptor(&config)?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| format!("cannot listen on `{}`: {e}", config.listen))?;
+    let listener =
+        herald::server::bind(config.listen).map_err(|e| format!("cannot listen on `{}`: {e}", config.listen))?;
     let hub = Hub::new(config.clone()).await?;
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };

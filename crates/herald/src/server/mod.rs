@@ -12,6 +12,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::Router;
+use futures_util::FutureExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -26,6 +27,19 @@ use tower::ServiceExt;
 use crate::config::{Config, ConfigError};
 use crate::http::ConnectionKill;
 use crate::hub::Hub;
+
+/// Binds a listener with a deep accept queue (4096; the OS caps it at `net.core.somaxconn`), so
+/// that a reconnect storm is queued rather than refused.
+///
+/// # Errors
+///
+/// The address cannot be bound.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
 
 /// Loads the TLS certificate and key of `config`, offering HTTP/2 and HTTP/1.1 by ALPN.
 ///
@@ -101,55 +115,62 @@ async fn run(
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
-        let (stream, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
+        let first = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        // Take every connection already waiting (nginx's `multi_accept`): in a connection storm
+        // this loop is one task among thousands, and one accept per turn would fall behind.
+        let mut next = Some(first);
+        while let Some(accepted) = next.take() {
+            next = listener.accept().now_or_never();
+            let (stream, remote) = match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(%error, "Accept failed.");
                     tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
+                    break;
                 }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let conn = Connection {
-            builder: builder.clone(),
-            router: router.clone(),
-            watcher: graceful.watcher(),
-            remote,
-            kill: CancellationToken::new(),
-        };
-        match &tls {
-            Some(tls) => {
-                let tls = tls.clone();
-                tasks.spawn(async move {
-                    match tls.accept(stream).await {
-                        Ok(stream) => conn.serve_http(stream).await,
-                        Err(error) => tracing::debug!(%error, "TLS handshake failed."),
-                    }
-                });
-            }
-            // A separate, small task per stream: the hyper connection future is several times
-            // the size of a direct stream's, and a task's memory is the size of its future.
-            None if direct => {
-                let (hub, tasks_inner) = (hub.clone(), tasks.clone());
-                tasks.spawn(async move {
-                    match direct::accept(stream, &hub, remote).await {
-                        Ok(direct::Accepted::Stream(stream)) => {
-                            tasks_inner.spawn(stream.run());
+            };
+            let _ = stream.set_nodelay(true);
+            let conn = Connection {
+                builder: builder.clone(),
+                router: router.clone(),
+                watcher: graceful.watcher(),
+                remote,
+                kill: CancellationToken::new(),
+            };
+            match &tls {
+                Some(tls) => {
+                    let tls = tls.clone();
+                    tasks.spawn(async move {
+                        match tls.accept(stream).await {
+                            Ok(stream) => conn.serve_http(stream).await,
+                            Err(error) => tracing::debug!(%error, "TLS handshake failed."),
                         }
-                        Ok(direct::Accepted::Other(rewound)) => {
-                            tasks_inner.spawn(conn.serve_http(rewound));
+                    });
+                }
+                // A separate, small task per stream: the hyper connection future is several times
+                // the size of a direct stream's, and a task's memory is the size of its future.
+                None if direct => {
+                    let (hub, tasks_inner) = (hub.clone(), tasks.clone());
+                    tasks.spawn(async move {
+                        match direct::accept(stream, &hub, remote).await {
+                            Ok(direct::Accepted::Stream(stream)) => {
+                                tasks_inner.spawn(stream.run());
+                            }
+                            Ok(direct::Accepted::Other(rewound)) => {
+                                tasks_inner.spawn(conn.serve_http(rewound));
+                            }
+                            Ok(direct::Accepted::Done) => {}
+                            Err(error) => tracing::debug!(%error, "Could not read a request."),
                         }
-                        Ok(direct::Accepted::Done) => {}
-                        Err(error) => tracing::debug!(%error, "Could not read a request."),
-                    }
-                });
-            }
-            None => {
-                tasks.spawn(conn.serve_http(stream));
+                    });
+                }
+                None => {
+                    tasks.spawn(conn.serve_http(stream));
+                }
             }
         }
     }
