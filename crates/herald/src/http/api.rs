@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 
-use super::extract::{query_number, query_pairs, query_value, ApiApp, JsonBody};
+use super::extract::{query_number, query_pairs, query_value, AckBody, ApiApp, JsonBody};
 use super::problem::Problem;
 use crate::hub::{ConnectionFilter, Hub, PresenceKind};
 use crate::message::{Publish, Targets};
@@ -169,12 +169,6 @@ pub(crate) async fn presence(State(hub): State<Hub>, ApiApp(app): ApiApp) -> Res
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct AckBody {
-    ids: Vec<String>,
 }
 
 /// `POST /api/users/{id}/ack`: the backend acknowledges on the user's behalf.

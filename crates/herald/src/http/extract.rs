@@ -60,6 +60,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// The body of `POST /ack` and `POST /api/users/{id}/ack`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AckBody {
+    pub(crate) ids: Vec<String>,
+}
+
 /// `Authorization: Bearer <token>`.
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;

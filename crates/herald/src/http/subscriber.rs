@@ -8,9 +8,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::request::Parts;
 use http::{header, HeaderValue};
-use serde::Deserialize;
 
-use super::extract::{query_number, query_pairs, subscriber, ConnectionKill, JsonBody};
+use super::extract::{query_number, query_pairs, subscriber, AckBody, ConnectionKill, JsonBody};
 use super::problem::Problem;
 use crate::error::Error;
 use crate::hub::Hub;
@@ -41,12 +40,6 @@ pub(crate) async fn poll(State(hub): State<Hub>, parts: Parts) -> Result<Respons
     }
     let answer = hub.poll(&app, request, Duration::from_secs(timeout)).await?;
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(answer)).into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct AckBody {
-    ids: Vec<String>,
 }
 
 /// `POST /ack`: the user named by the token acknowledges its durable messages.
