@@ -261,11 +261,6 @@ impl Hub {
         self.inner.by_key.get(&key_digest(key)).map(|a| a.id.as_str())
     }
 
-    /// Whether an app has a key to verify subscriber tokens with.
-    pub fn app_accepts_tokens(&self, app: &str) -> bool {
-        self.app(app).is_ok_and(|a| a.verifier.is_configured())
-    }
-
     /// The app's configuration.
     pub fn app_config(&self, app: &str) -> Result<&crate::config::AppConfig, Error> {
         self.app(app).map(|a| &a.config)
@@ -583,11 +578,6 @@ impl Hub {
         items.truncate(limit);
         let next_cursor = more.then(|| items.last().map(|m| m.id.clone()).unwrap_or_default());
         Ok(Page { items, next_cursor })
-    }
-
-    /// Whether the given id names a position this hub can resume from.
-    pub fn can_resume(&self, app: &str, last_event_id: &str) -> bool {
-        self.app(app).is_ok_and(|a| matches!(a.log.lock().resume(Some(last_event_id)), Resume::From(_)))
     }
 
     /// Begins shutdown: new streams are refused, and every open stream gets a `retry:` hint and
