@@ -37,7 +37,7 @@ pub use presence::{PresenceEvent, PresenceKind};
 
 use app::{App, Backbone};
 pub(crate) use body::StreamBody;
-use log::{Log, Resume};
+use log::Log;
 use outbox::CloseReason;
 use presence::Webhooks;
 use registry::Registry;
