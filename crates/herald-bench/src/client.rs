@@ -178,13 +178,13 @@ struct Opened {
 /// Connects, sends the request and waits for a 200 head.
 async fn open(shared: &Shared, index: u32, generation: u32, path: &str, last_id: &str) -> Result<Opened, String> {
     let _permit = shared.gate.acquire().await.map_err(|e| e.to_string())?;
-    let server = shared.target.addr;
+    let server = shared.target.subscriber_addr(index);
     let socket = if server.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() };
     let socket = socket.map_err(|e| format!("socket: {e}"))?;
     let source = source_addr(server, index, generation);
     socket.bind(source).map_err(|e| format!("bind {source}: {e}"))?;
     let mut stream = socket.connect(server).await.map_err(|e| format!("connect: {e}"))?;
-    let request = shared.target.subscribe_request(path, last_id);
+    let request = shared.target.subscribe_request(server, path, last_id);
     stream.write_all(&request).await.map_err(|e| format!("write: {e}"))?;
     let mut buf = Vec::with_capacity(READ_BUF);
     loop {

@@ -61,12 +61,15 @@ impl Fleet {
         let exe = std::env::current_exe()?;
         let mut workers = Vec::with_capacity(n);
         let mut start = first;
+        let sub_addrs: Vec<String> = target.sub_addrs.iter().map(|a| a.to_string()).collect();
         for w in 0..n {
             let share = count / n as u32 + u32::from((w as u32) < count % n as u32);
-            let mut child = Command::new(&exe)
-                .arg("worker")
-                .args(["--target", target.target.name()])
-                .args(["--addr", &target.addr.to_string()])
+            let mut cmd = Command::new(&exe);
+            cmd.arg("worker").args(["--target", target.target.name()]).args(["--addr", &target.addr.to_string()]);
+            if !sub_addrs.is_empty() {
+                cmd.args(["--sub-addrs", &sub_addrs.join(",")]);
+            }
+            let mut child = cmd
                 .args(["--mode", mode_name(mode)])
                 .args(["--first", &start.to_string()])
                 .args(["--count", &share.to_string()])

@@ -69,7 +69,12 @@ enum Command {
         args: scenarios::durable::DurableArgs,
     },
     /// Markdown table of medians and Herald/Nchan ratios from files of report JSON lines.
-    Summarize { files: Vec<std::path::PathBuf> },
+    Summarize {
+        /// Report targets, one column each; the ratio column divides the first by the second.
+        #[arg(long, value_delimiter = ',', default_value = "herald,nchan")]
+        targets: Vec<String>,
+        files: Vec<std::path::PathBuf>,
+    },
     /// Holds a block of subscribers for a coordinating process.
     #[command(hide = true)]
     Worker(worker::WorkerArgs),
@@ -92,13 +97,14 @@ fn main() -> std::process::ExitCode {
 async fn execute(command: Command) -> std::io::Result<()> {
     let report = match command {
         Command::Worker(args) => return worker::run(args).await,
-        Command::Summarize { files } => {
+        Command::Summarize { targets, files } => {
             let mut text = String::new();
             for f in files {
                 text.push_str(&std::fs::read_to_string(f)?);
                 text.push('\n');
             }
-            print!("{}", report::summarize(&text));
+            let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
+            print!("{}", report::summarize(&text, &targets));
             return Ok(());
         }
         Command::Idle { common, args } => scenarios::idle::run(&common, &args).await?,

@@ -1,5 +1,5 @@
 //! Scenario results: a table for people and one JSON line for `bench/compare`, which
-//! `summarize` turns into medians and Herald/Nchan ratios.
+//! `summarize` turns into medians and ratios (Herald/Nchan there, one node/three in `bench/cluster`).
 
 use std::collections::BTreeMap;
 
@@ -80,8 +80,9 @@ pub fn median(values: &mut [f64]) -> Option<f64> {
     }
 }
 
-/// Markdown table of medians per scenario and metric, Herald against Nchan, from JSON lines.
-pub fn summarize(text: &str) -> String {
+/// Markdown table of medians per scenario and metric, one column per target (as named in the
+/// reports' `target`), and the ratio of the first target's median to the second's.
+pub fn summarize(text: &str, targets: &[&str]) -> String {
     type Key = (String, String);
     let mut order: Vec<Key> = Vec::new();
     let mut units: BTreeMap<Key, (String, String)> = BTreeMap::new();
@@ -106,25 +107,33 @@ pub fn summarize(text: &str) -> String {
             }
         }
     }
-    let mut out = String::from(
-        "| scenario | metric | unit | better | Herald | Nchan | Herald/Nchan |\n|---|---|---|---|---:|---:|---:|\n",
-    );
+    let labels: Vec<String> = targets.iter().map(|t| capitalized(t)).collect();
+    let ratio_head = match &labels[..] {
+        [a, b, ..] => format!(" {a}/{b} |"),
+        _ => String::new(),
+    };
+    let mut out = format!("| scenario | metric | unit | better | {} |{ratio_head}\n", labels.join(" | "));
+    out.push_str(&format!("|---|---|---|---|{}\n", "---:|".repeat(labels.len() + usize::from(labels.len() > 1))));
     for key in &order {
         let (unit, better) = &units[key];
         let get = |t: &str| {
             let mut v = values.get(&(key.clone(), t.to_string())).cloned().unwrap_or_default();
             median(&mut v).map(|m| (m, v.len()))
         };
-        let (h, n) = (get("herald"), get("nchan"));
-        let cell = |x: Option<(f64, usize)>| match x {
-            Some((m, runs)) => format!("{} ({runs}×)", fmt_value(m)),
-            None => "—".into(),
+        let medians: Vec<_> = targets.iter().map(|t| get(t)).collect();
+        let cells: Vec<String> = medians
+            .iter()
+            .map(|x| match x {
+                Some((m, runs)) => format!("{} ({runs}×)", fmt_value(*m)),
+                None => "—".into(),
+            })
+            .collect();
+        let ratio = match &medians[..] {
+            [Some((a, _)), Some((b, _)), ..] if *b != 0.0 => format!(" {:.2} |", a / b),
+            [_, _, ..] => " — |".into(),
+            _ => String::new(),
         };
-        let ratio = match (h, n) {
-            (Some((h, _)), Some((n, _))) if n != 0.0 => format!("{:.2}", h / n),
-            _ => "—".into(),
-        };
-        out.push_str(&format!("| {} | {} | {unit} | {better} | {} | {} | {ratio} |\n", key.0, key.1, cell(h), cell(n)));
+        out.push_str(&format!("| {} | {} | {unit} | {better} | {} |{ratio}\n", key.0, key.1, cells.join(" | ")));
     }
     for ((scenario, target), ns) in notes {
         for n in ns {
@@ -133,6 +142,11 @@ pub fn summarize(text: &str) -> String {
     }
     out.push('\n');
     out
+}
+
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -158,8 +172,28 @@ mod tests {
         let mut r = Report::new("durable", "nchan");
         r.note("not supported by Nchan");
         lines.push_str(&serde_json::to_string(&r).unwrap());
-        let table = summarize(&lines);
+        let table = summarize(&lines, &["herald", "nchan"]);
         assert!(table.contains("| burst | deliveries_per_s | 1/s | higher | 20 (3×) | 10 (1×) | 2.00 |"), "{table}");
         assert!(table.contains("durable / nchan: not supported by Nchan"), "{table}");
+        assert!(table.starts_with(
+            "| scenario | metric | unit | better | Herald | Nchan | Herald/Nchan |\n|---|---|---|---|---:|---:|---:|\n"
+        ));
+    }
+
+    #[test]
+    fn summary_of_named_targets() {
+        let mut lines = String::new();
+        for (t, v) in [("cluster-1", 30.0), ("cluster-3", 20.0), ("memory", 40.0)] {
+            let mut r = Report::new("burst", t);
+            r.add("deliveries_per_s", v, "1/s", "higher");
+            lines.push_str(&serde_json::to_string(&r).unwrap());
+            lines.push('\n');
+        }
+        let table = summarize(&lines, &["cluster-1", "cluster-3", "memory"]);
+        assert!(table.starts_with("| scenario | metric | unit | better | Cluster-1 | Cluster-3 | Memory | Cluster-1/Cluster-3 |\n|---|---|---|---|---:|---:|---:|---:|\n"), "{table}");
+        assert!(
+            table.contains("| burst | deliveries_per_s | 1/s | higher | 30 (1×) | 20 (1×) | 40 (1×) | 1.50 |"),
+            "{table}"
+        );
     }
 }

@@ -38,6 +38,10 @@ pub struct Target {
     /// Server address; must be on loopback (127.0.0.0/8 or ::1).
     #[arg(long, default_value = "127.0.0.1:8080", value_parser = loopback_addr)]
     pub addr: SocketAddr,
+    /// Subscriber addresses, comma-separated (the nodes of a cluster): subscriber i connects to
+    /// the (i mod n)-th. The publisher stays on --addr, as do subscribers when this is not given.
+    #[arg(long, value_delimiter = ',', value_parser = loopback_addr)]
+    pub sub_addrs: Vec<SocketAddr>,
     /// Herald API key for /api/publish.
     #[arg(long, env = "HERALD_API_KEY", default_value = "bench-api-key-0123456789")]
     pub api_key: String,
@@ -56,6 +60,14 @@ fn loopback_addr(s: &str) -> Result<SocketAddr, String> {
 }
 
 impl Target {
+    /// Where subscriber `index` connects.
+    pub fn subscriber_addr(&self, index: u32) -> SocketAddr {
+        match self.sub_addrs.len() {
+            0 => self.addr,
+            n => self.sub_addrs[index as usize % n],
+        }
+    }
+
     /// Request path for subscriber `index`, its token included (so minted before timing starts).
     pub fn subscribe_path(&self, mode: Mode, index: u32) -> String {
         match (self.target, mode) {
@@ -72,10 +84,11 @@ impl Target {
         }
     }
 
-    pub fn subscribe_request(&self, path: &str, last_event_id: &str) -> Vec<u8> {
+    /// The request of a subscriber connecting to `server`.
+    pub fn subscribe_request(&self, server: SocketAddr, path: &str, last_event_id: &str) -> Vec<u8> {
         let resume =
             if last_event_id.is_empty() { String::new() } else { format!("Last-Event-ID: {last_event_id}\r\n") };
-        format!("GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n{resume}\r\n", self.addr).into_bytes()
+        format!("GET {path} HTTP/1.1\r\nHost: {server}\r\nAccept: text/event-stream\r\n{resume}\r\n").into_bytes()
     }
 
     pub fn supports_durable(&self) -> bool {
@@ -145,7 +158,13 @@ mod tests {
     use super::*;
 
     fn target(kind: Kind) -> Target {
-        Target { target: kind, addr: "127.0.0.1:9".parse().unwrap(), api_key: "k".into(), jwt_secret: "s".into() }
+        Target {
+            target: kind,
+            addr: "127.0.0.1:9".parse().unwrap(),
+            sub_addrs: Vec::new(),
+            api_key: "k".into(),
+            jwt_secret: "s".into(),
+        }
     }
 
     #[test]
@@ -172,10 +191,33 @@ mod tests {
     #[test]
     fn resume_header_only_when_an_id_is_known() {
         let t = target(Kind::Nchan);
-        let fresh = String::from_utf8(t.subscribe_request("/sub/x", "")).unwrap();
+        let fresh = String::from_utf8(t.subscribe_request(t.addr, "/sub/x", "")).unwrap();
         assert!(!fresh.contains("Last-Event-ID"));
-        let again = String::from_utf8(t.subscribe_request("/sub/x", "q-4")).unwrap();
+        let again = String::from_utf8(t.subscribe_request(t.addr, "/sub/x", "q-4")).unwrap();
         assert!(again.contains("Last-Event-ID: q-4\r\n"));
+    }
+
+    #[test]
+    fn subscribers_spread_over_sub_addrs() {
+        let mut t = target(Kind::Herald);
+        assert_eq!(t.subscriber_addr(5), t.addr);
+        t.sub_addrs = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"].iter().map(|a| a.parse().unwrap()).collect();
+        let ports: Vec<u16> = (0..7).map(|i| t.subscriber_addr(i).port()).collect();
+        assert_eq!(ports, [1, 2, 3, 1, 2, 3, 1]);
+        let req = String::from_utf8(t.subscribe_request(t.subscriber_addr(1), "/events", "")).unwrap();
+        assert!(req.contains("Host: 127.0.0.1:2\r\n"), "{req}");
+    }
+
+    #[test]
+    fn sub_addrs_parse_as_a_loopback_list() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            target: Target,
+        }
+        let cli = <Cli as clap::Parser>::try_parse_from(["x", "--sub-addrs", "127.0.0.1:1,127.0.0.2:2"]).unwrap();
+        assert_eq!(cli.target.sub_addrs.len(), 2);
+        assert!(<Cli as clap::Parser>::try_parse_from(["x", "--sub-addrs", "127.0.0.1:1,10.0.0.1:2"]).is_err());
     }
 
     #[test]

@@ -26,9 +26,10 @@ pub const QUIET: Duration = Duration::from_secs(5);
 pub struct Common {
     #[command(flatten)]
     pub target: Target,
-    /// Server process to sample RSS and CPU time from (with its children, for nginx workers).
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// Server processes to sample RSS and CPU time from, comma-separated and summed (with their
+    /// children, for nginx workers).
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// Subscriber processes; by default as few as --per-worker allows.
     #[arg(long)]
     pub workers: Option<usize>,
@@ -58,7 +59,16 @@ impl Common {
     }
 
     pub fn sample(&self) -> Option<proc::Sample> {
-        self.server_pid.and_then(|pid| proc::sample(pid).ok())
+        if self.server_pid.is_empty() {
+            return None;
+        }
+        let mut total = proc::Sample::default();
+        for &pid in &self.server_pid {
+            let s = proc::sample(pid).ok()?;
+            total.rss_kb += s.rss_kb;
+            total.cpu_us += s.cpu_us;
+        }
+        Some(total)
     }
 
     pub async fn publish(&self, to: Vec<To>, rate: Option<f64>, durable: bool) -> Published {
