@@ -7,8 +7,10 @@
 //!
 //! # Layout
 //!
-//! - [`hub`]: apps, the sharded connection registry, the per-app log (sequence and history),
-//!   publishing, subscribing with replay, presence, kicks. The heart of it.
+//! - [`hub`]: the heart of it. `registry` (sharded connections), `log` (sequence and history),
+//!   `outbox` (bounded per-connection queues), `publish`, `subscribe` (replay and the live seam),
+//!   `poll`, `directory` (who is online, kicks), `durable`, `presence` (feed and webhooks),
+//!   `bus` (a cluster node's side of Redis), `maintenance` (the one shared tick).
 //! - [`sse`]: the `text/event-stream` encoder; each message is encoded once.
 //! - [`id`]: event ids `<epoch>-<seq>` that make resume exact.
 //! - [`auth`]: JWT verification bound to the configured key, and HMAC signatures.
