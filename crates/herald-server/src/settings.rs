@@ -24,6 +24,7 @@ const ENV: &[(&str, &str, Kind)] = &[
     ("SHUTDOWN_GRACE_SECS", "shutdown_grace_secs", Kind::Number),
     ("STORE_PATH", "store_path", Kind::Text),
     ("STORE_SYNC", "store_sync", Kind::Text),
+    ("STORE_MAX_BYTES", "store_max_bytes", Kind::Number),
     ("REDIS_URL", "redis_url", Kind::Text),
     ("PRESENCE_TTL_SECS", "presence_ttl_secs", Kind::Number),
     ("TLS_CERT", "tls_cert", Kind::Text),

@@ -171,3 +171,51 @@ async fn a_corrupt_store_file_makes_herald_exit_with_a_clear_message() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(std::fs::read(&db).unwrap(), garbage, "the file is left as it was");
 }
+
+#[tokio::test]
+async fn a_full_store_refuses_durable_publishes_with_503_and_keeps_what_it_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config();
+    config.store = herald::config::StoreKind::Sqlite;
+    config.store_path = temp_db(&dir);
+    // A store that fills up after a few dozen messages behaves as a full disk.
+    config.store_max_bytes = Some(256 * 1024);
+    let hub = TestHub::start(config).await;
+    let payload = "x".repeat(4000);
+    let mut stored = Vec::new();
+    let refusal = loop {
+        let (status, answer) =
+            publish(&hub.base, json!({"to": {"users": ["carol"]}, "data": payload, "durable": true})).await;
+        match status {
+            200 => stored.push(answer["id"].as_str().unwrap().to_string()),
+            _ => break (status, answer),
+        }
+        assert!(stored.len() < 1000, "the store never filled up");
+    };
+    let (status, problem) = refusal;
+    assert_eq!(status, 503, "{problem}");
+    assert_eq!(problem["type"], "urn:herald:problem:store-unavailable", "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("full"), "{problem}");
+    assert!(!stored.is_empty(), "some messages fit before the store was full");
+
+    // Every message answered 200 is there, in order; the refused one is not.
+    let (_, listed) = api_get(&hub.base, "/api/users/carol/messages?state=all&limit=1000").await;
+    let mut ids: Vec<String> =
+        listed["messages"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
+    ids.reverse();
+    assert_eq!(ids, stored);
+    // The hub keeps serving: streams connect and non-durable messages are delivered.
+    let mut sse = Sse::open(&hub.base, &format!("access_token={}", token("carol", json!({}))), None).await;
+    sse.until("herald.connected").await;
+    let (status, sent) =
+        publish(&hub.base, json!({"to": {"users": ["carol"]}, "event": "live", "data": "still here"})).await;
+    assert_eq!(status, 200, "{sent}");
+    loop {
+        let event = sse.next().await;
+        if event.event == "live" {
+            assert_eq!(event.data, "still here");
+            break;
+        }
+    }
+    hub.shutdown().await.unwrap();
+}

@@ -28,6 +28,9 @@ pub struct Config {
     pub store_path: PathBuf,
     /// `normal` survives a killed process; `full` also survives a power loss, at a cost.
     pub store_sync: StoreSync,
+    /// Largest the SQLite file may grow, in bytes; past it durable publishes fail with 503, as on
+    /// a full disk. Unlimited when unset.
+    pub store_max_bytes: Option<u64>,
     /// Redis URL (`redis://host:port/db`); with it the node joins a cluster and Redis holds
     /// history, durable messages and presence instead of SQLite.
     pub redis_url: Option<String>,
@@ -54,6 +57,7 @@ impl Default for Config {
             store: StoreKind::Sqlite,
             store_path: PathBuf::from("herald.db"),
             store_sync: StoreSync::Normal,
+            store_max_bytes: None,
             redis_url: None,
             presence_ttl_secs: 15,
             tls_cert: None,

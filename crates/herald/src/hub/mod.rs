@@ -108,7 +108,9 @@ impl Hub {
         }
         let store: Arc<dyn Store> = match config.store {
             StoreKind::Memory => Arc::new(MemoryStore::new()),
-            StoreKind::Sqlite => Arc::new(SqliteStore::open(&config.store_path, config.store_sync)?),
+            StoreKind::Sqlite => {
+                Arc::new(SqliteStore::open(&config.store_path, config.store_sync, config.store_max_bytes)?)
+            }
         };
         Self::start(config, Persistence::Local(store), node).await
     }

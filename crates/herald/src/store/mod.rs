@@ -132,7 +132,7 @@ pub enum StoreError {
     #[error("the store file `{0}` is corrupt or not a Herald database: {1}")]
     Corrupt(String, String),
     /// The disk is full.
-    #[error("the store's disk is full; free space and retry")]
+    #[error("the store is full (its disk, or `store_max_bytes`): the message was not stored; free space and retry")]
     DiskFull,
     /// The writer has more queued than it accepts; retry shortly.
     #[error("the store is overloaded; retry shortly")]

@@ -60,6 +60,20 @@ enum Command {
     Flush { reply: Reply<()> },
 }
 
+impl Command {
+    /// Answers without running: the batch it was in failed.
+    fn refuse(self, e: StoreError) {
+        match self {
+            Command::Open { reply, .. } => drop(reply.send(Err(e))),
+            Command::Append { reply, .. } | Command::Sweep { reply, .. } => drop(reply.send(Err(e))),
+            Command::Ack { reply, .. } => drop(reply.send(Err(e))),
+            Command::Unread { reply, .. } => drop(reply.send(Err(e))),
+            Command::Pending { reply, .. } | Command::Messages { reply, .. } => drop(reply.send(Err(e))),
+            Command::Flush { reply } => drop(reply.send(Err(e))),
+        }
+    }
+}
+
 /// A handle to the writer thread; cheap to share.
 pub struct SqliteStore {
     tx: SyncSender<Command>,
@@ -71,8 +85,8 @@ impl SqliteStore {
     /// # Errors
     ///
     /// The file is locked by another process, corrupt, or cannot be created.
-    pub fn open(path: &Path, sync: StoreSync) -> Result<Self, StoreError> {
-        let conn = open_connection(path, sync)?;
+    pub fn open(path: &Path, sync: StoreSync, max_bytes: Option<u64>) -> Result<Self, StoreError> {
+        let conn = open_connection(path, sync, max_bytes)?;
         let (tx, rx) = sync_channel(QUEUE);
         let path = path.to_path_buf();
         std::thread::Builder::new()
@@ -107,7 +121,7 @@ fn writer_stopped() -> StoreError {
     StoreError::Failed("the store writer stopped".into())
 }
 
-fn open_connection(path: &Path, sync: StoreSync) -> Result<Connection, StoreError> {
+fn open_connection(path: &Path, sync: StoreSync, max_bytes: Option<u64>) -> Result<Connection, StoreError> {
     let shown = path.display().to_string();
     let classify = |e: rusqlite::Error| match e.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Locked(shown.clone()),
@@ -127,6 +141,11 @@ fn open_connection(path: &Path, sync: StoreSync) -> Result<Connection, StoreErro
          BEGIN IMMEDIATE; {SCHEMA} COMMIT;"
     ))
     .map_err(classify)?;
+    if let Some(max_bytes) = max_bytes {
+        let page_size: u64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(classify)?;
+        let pages = max_bytes.div_ceil(page_size.max(1));
+        conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(())).map_err(classify)?;
+    }
     Ok(conn)
 }
 
@@ -159,11 +178,19 @@ impl Writer {
     /// Applies a batch in one transaction, then answers every command.
     fn apply(&mut self, batch: Vec<Command>) {
         let mut answers: Vec<Deferred> = Vec::with_capacity(batch.len());
+        let mut commands = batch.into_iter();
         let outcome = (|| {
             let tx = self.conn.transaction().map_err(failed)?;
             let mut heads = HashMap::new();
-            for command in batch {
-                answers.push(execute(&tx, &mut self.limits, &mut heads, command));
+            for command in commands.by_ref() {
+                let (answer, error) = execute(&tx, &mut self.limits, &mut heads, command);
+                answers.push(answer);
+                // SQLite rolls the whole transaction back on some errors (a full disk, an I/O
+                // error): nothing of this batch is stored, so everyone in it hears that error, and
+                // the rest must not run outside the transaction.
+                if tx.is_autocommit() {
+                    return Err(error.unwrap_or_else(|| StoreError::Failed("the transaction was rolled back".into())));
+                }
             }
             // One head update per app and batch, not one per message.
             for (app, head) in heads {
@@ -179,6 +206,10 @@ impl Writer {
         for answer in answers {
             answer(outcome.as_ref().err());
         }
+        if let Err(e) = &outcome {
+            // Those the rolled-back batch never reached share its fate.
+            commands.for_each(|command| command.refuse(e.clone()));
+        }
     }
 }
 
@@ -188,14 +219,16 @@ fn execute(
     limits: &mut HashMap<String, HistoryLimits>,
     heads: &mut HashMap<String, u64>,
     command: Command,
-) -> Deferred {
-    fn answer<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> Deferred {
-        Box::new(move |commit_error| {
+) -> (Deferred, Option<StoreError>) {
+    fn answer<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> (Deferred, Option<StoreError>) {
+        let error = result.as_ref().err().cloned();
+        let deferred: Deferred = Box::new(move |commit_error| {
             let _ = reply.send(match commit_error {
                 Some(e) => Err(e.clone()),
                 None => result,
             });
-        })
+        });
+        (deferred, error)
     }
     match command {
         Command::Open { app, limits: l, reply } => {
