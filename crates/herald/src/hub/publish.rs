@@ -13,6 +13,9 @@ use crate::metrics::add;
 use crate::sse;
 use crate::store::{DurableFor, Store, UnreadChange};
 
+/// Deliveries up to which a publisher yields so that the streams write first.
+const FEW: usize = 8;
+
 impl App {
     /// Checks a publish against the app's rules; nothing is sent when this fails.
     pub(crate) fn validate(&self, p: &Publish) -> Result<(), Error> {
@@ -121,6 +124,10 @@ impl App {
         let delivered = self.deliver(&message);
         drop(turn);
         self.head.send_replace(message.seq);
+        if (1..=FEW).contains(&delivered) {
+            // Let the few streams just woken write before this task answers its publisher.
+            tokio::task::yield_now().await;
+        }
         // A non-durable publish does not wait for the disk; the store logs a failed write.
         let commit = is_durable.then_some(commit);
         Ok(Staged { published: Published { id: message.id.clone(), delivered }, commit })
