@@ -1,21 +1,11 @@
 // Token refresh on reconnect, and moving to another hub with switchUrl().
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
-import { launchBrowser, openClient, received, waitOpen, waitReceived } from "./browser.mjs";
+import { test } from "node:test";
+import { openClient, received, waitOpen, waitReceived } from "./browser.mjs";
 import { Hub, waitFor } from "./hub.mjs";
+import { browser, hub, useHub } from "./setup.mjs";
 
-let hub;
-let browser;
-
-before(async () => {
-  hub = await Hub.start();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await hub?.dispose();
-});
+useHub();
 
 test("getToken() is called again on reconnect when the token expires", async () => {
   const context = await browser.newContext();

@@ -1,21 +1,10 @@
 // The /demo page as a new user meets it: connect, receive, read.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
-import { launchBrowser } from "./browser.mjs";
-import { Hub, waitFor } from "./hub.mjs";
+import { test } from "node:test";
+import { waitFor } from "./hub.mjs";
+import { browser, hub, useHub } from "./setup.mjs";
 
-let hub;
-let browser;
-
-before(async () => {
-  hub = await Hub.start();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await hub?.dispose();
-});
+useHub();
 
 test("the demo shows messages, toasts and the unread badge, and clicking marks read", async () => {
   const page = await browser.newPage();

@@ -1,24 +1,11 @@
 // Delivery, acknowledgement and browser-to-backend calls against the real hub.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
-import { launchBrowser, openClient, received, waitOpen, waitReceived } from "./browser.mjs";
-import { Hub, signatureProblem, startUpstream, waitFor } from "./hub.mjs";
+import { test } from "node:test";
+import { openClient, received, waitOpen, waitReceived } from "./browser.mjs";
+import { signatureProblem, waitFor } from "./hub.mjs";
+import { browser, hub, upstream, useHub } from "./setup.mjs";
 
-let hub;
-let upstream;
-let browser;
-
-before(async () => {
-  upstream = await startUpstream();
-  hub = await Hub.start({ upstreamUrl: upstream.url });
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await hub?.dispose();
-  await upstream?.close();
-});
+useHub({ withUpstream: true });
 
 test("published events reach listeners, named and unnamed, in order", async () => {
   const context = await browser.newContext();

@@ -1,27 +1,10 @@
 // Long-poll fallback: without EventSource, and when the stream stays silent.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
-import { launchBrowser, openClient, received, waitOpen, waitReceived } from "./browser.mjs";
-import { Hub } from "./hub.mjs";
+import { test } from "node:test";
+import { openClient, received, waitOpen, waitReceived } from "./browser.mjs";
+import { browser, hub, publishTo, useHub } from "./setup.mjs";
 
-let hub;
-let browser;
-
-before(async () => {
-  hub = await Hub.start();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await hub?.dispose();
-});
-
-async function publishTo(user, n, ids) {
-  for (let i = 0; i < n; i++) {
-    ids.push((await hub.publish({ to: { users: [user] }, event: "ALERT", data: `#${ids.length}` })).id);
-  }
-}
+useHub();
 
 test("without window.EventSource the client long-polls", async () => {
   const context = await browser.newContext();

@@ -1,24 +1,11 @@
 // The hub goes away and comes back on the same sqlite store: nothing is lost or doubled.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
-import { launchBrowser, openClient, received, waitOpen, waitReceived } from "./browser.mjs";
-import { Hub, signatureProblem, startUpstream } from "./hub.mjs";
+import { test } from "node:test";
+import { openClient, received, waitOpen, waitReceived } from "./browser.mjs";
+import { signatureProblem } from "./hub.mjs";
+import { browser, hub, upstream, useHub } from "./setup.mjs";
 
-let hub;
-let upstream;
-let browser;
-
-before(async () => {
-  upstream = await startUpstream();
-  hub = await Hub.start({ store: "sqlite", upstreamUrl: upstream.url });
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await hub?.dispose();
-  await upstream?.close();
-});
+useHub({ store: "sqlite", withUpstream: true });
 
 const fast = { reconnect: { initialDelay: 200, maxDelay: 1000 } };
 

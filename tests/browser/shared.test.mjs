@@ -1,27 +1,11 @@
 // Tabs share one hub connection; the visibility policy drops and restores it.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
-import { launchBrowser, openClient, received, waitOpen, waitReceived } from "./browser.mjs";
-import { Hub, waitFor } from "./hub.mjs";
+import { test } from "node:test";
+import { openClient, received, waitOpen, waitReceived } from "./browser.mjs";
+import { waitFor } from "./hub.mjs";
+import { browser, hub, publishTo, useHub } from "./setup.mjs";
 
-let hub;
-let browser;
-
-before(async () => {
-  hub = await Hub.start();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await hub?.dispose();
-});
-
-async function publishTo(user, n, ids) {
-  for (let i = 0; i < n; i++) {
-    ids.push((await hub.publish({ to: { users: [user] }, event: "ALERT", data: `#${ids.length}` })).id);
-  }
-}
+useHub();
 
 const role = (page) => page.evaluate(() => window.conn.role);
 
