@@ -7,7 +7,6 @@ mod common;
 use common::*;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
-use herald::config::AppConfig;
 use serde_json::{json, Value};
 
 /// A subscriber with a name the test uses to say who should receive what.
@@ -216,16 +215,6 @@ async fn a_batch_is_delivered_in_order_with_increasing_ids() {
     hub.shutdown().await.unwrap();
 }
 
-fn two_apps() -> herald::config::Config {
-    let mut config = config();
-    config.apps = vec![AppConfig {
-        id: "hr".into(),
-        api_key: Some("hr-api-key-0123456789".into()),
-        jwt_secret: Some("hr-jwt-secret-0123456789".into()),
-        ..AppConfig::default()
-    }];
-    config
-}
 
 #[tokio::test]
 async fn apps_are_isolated_by_keys_tokens_and_delivery() {

@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use herald::config::AppConfig;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -240,14 +239,7 @@ async fn webhooks_are_signed_and_tell_connects_and_disconnects() {
 
 #[tokio::test]
 async fn presence_is_per_app() {
-    let mut config = config();
-    config.apps = vec![AppConfig {
-        id: "hr".into(),
-        api_key: Some("hr-api-key-0123456789".into()),
-        jwt_secret: Some("hr-jwt-secret-0123456789".into()),
-        ..AppConfig::default()
-    }];
-    let hub = TestHub::start(config).await;
+    let hub = TestHub::start(two_apps()).await;
     let mut hr_feed = Sse::presence(&hub.base, "hr-api-key-0123456789").await;
     let mut default_feed = Sse::presence(&hub.base, API_KEY).await;
     let (_default_stream, _) = Sse::connect(&hub.base, &format!("access_token={}", token("d", json!({})))).await;

@@ -28,6 +28,18 @@ pub fn config() -> Config {
     }
 }
 
+/// [`config`] plus a second app, `hr`, with keys of its own.
+pub fn two_apps() -> Config {
+    let mut config = config();
+    config.apps = vec![AppConfig {
+        id: "hr".into(),
+        api_key: Some("hr-api-key-0123456789".into()),
+        jwt_secret: Some("hr-jwt-secret-0123456789".into()),
+        ..AppConfig::default()
+    }];
+    config
+}
+
 /// A hub served in-process on 127.0.0.1:0.
 pub struct TestHub {
     pub hub: herald::Hub,
