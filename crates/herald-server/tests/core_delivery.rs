@@ -215,7 +215,6 @@ async fn a_batch_is_delivered_in_order_with_increasing_ids() {
     hub.shutdown().await.unwrap();
 }
 
-
 #[tokio::test]
 async fn apps_are_isolated_by_keys_tokens_and_delivery() {
     let hub = TestHub::start(two_apps()).await;
