@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{add_connected, random_users, Common, QUIET};
+use crate::publisher::Published;
 use crate::report::Report;
 use crate::targets::{Mode, To};
 
@@ -35,28 +36,11 @@ pub async fn run(common: &Common, args: &DurableArgs) -> std::io::Result<Report>
     }
     let wide = Common { publish_conns: args.conns, ..common.clone() };
     let to = random_users(args.messages, args.users, 0x2545_f491_4f6c_dd1d);
-    let stored = wide.publish(to, None, true).await;
-    r.add("stored_per_s", stored.ok as f64 / stored.secs().max(1e-9), "1/s", "higher").add(
-        "durable_publish_errors",
-        stored.errors as f64,
-        "",
-        "lower",
-    );
-    if let Some(e) = &stored.first_error {
-        r.note(format!("first durable publish error: {e}"));
-    }
+    add_throughput(&mut r, ("stored_per_s", "durable_publish_errors"), &wide.publish(to, None, true).await);
     // The same, `batch` messages per request: group commit without one HTTP round trip each.
     let to = random_users(args.messages, args.users, 0x9e37_79b9_7f4a_7c15);
     let batched = wide.publish_batched(to, None, true, args.batch).await;
-    r.add("stored_per_s_batched", batched.ok as f64 / batched.secs().max(1e-9), "1/s", "higher").add(
-        "durable_batch_errors",
-        batched.errors as f64,
-        "",
-        "lower",
-    );
-    if let Some(e) = &batched.first_error {
-        r.note(format!("first batched durable publish error: {e}"));
-    }
+    add_throughput(&mut r, ("stored_per_s_batched", "durable_batch_errors"), &batched);
 
     // A user outside the throughput range learns its position, goes offline, and misses a backlog.
     let (mut fleet, connected) = common.fleet(Mode::User, args.users, 1).await?;
@@ -73,4 +57,17 @@ pub async fn run(common: &Common, args: &DurableArgs) -> std::io::Result<Report>
         .add("replay_lost", backlog.ok.saturating_sub(tally.unique) as f64, "", "lower")
         .add("replay_duplicates", tally.duplicates as f64, "", "lower");
     Ok(r)
+}
+
+/// Stored messages per second and errors of one throughput part, under the given names.
+fn add_throughput(r: &mut Report, (rate, errors): (&str, &str), stored: &Published) {
+    r.add(rate, stored.ok as f64 / stored.secs().max(1e-9), "1/s", "higher").add(
+        errors,
+        stored.errors as f64,
+        "",
+        "lower",
+    );
+    if let Some(e) = &stored.first_error {
+        r.note(format!("{errors}: first error: {e}"));
+    }
 }

@@ -34,7 +34,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -81,10 +80,9 @@ struct Inner {
 }
 
 /// One page of a listing; pass `next_cursor` back as `cursor` for the next one.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Page<T> {
     /// The items.
-    #[serde(flatten)]
     pub items: T,
     /// Where the next page starts; `None` on the last page.
     pub next_cursor: Option<String>,
