@@ -27,6 +27,11 @@ pub fn sample(pid: u32) -> std::io::Result<Sample> {
     Ok(total)
 }
 
+/// Open file descriptors of `pid` (its own, not its children's).
+pub fn open_fds(pid: u32) -> std::io::Result<u64> {
+    Ok(fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64)
+}
+
 fn clock_ticks_per_sec() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -98,5 +103,6 @@ mod tests {
     fn own_process_is_sampled() {
         let s = sample(std::process::id()).unwrap();
         assert!(s.rss_kb > 0);
+        assert!(open_fds(std::process::id()).unwrap() >= 3);
     }
 }
