@@ -159,6 +159,11 @@ pub async fn run(common: &Common, args: &AdversarialArgs) -> std::io::Result<Rep
         .add("server_fds_settled", settled.fds as f64, "", "lower")
         .add("server_fds_after", end.fds as f64, "", "lower")
         .add("server_streams_peak", peak(|p| p.streams.unwrap_or(0)) as f64, "", "")
+        .add("host_tcp_mem_baseline", baseline.tcp_mem_kb as f64, "KiB", "lower")
+        .add("host_tcp_mem_peak", peak(|p| p.tcp_mem_kb) as f64, "KiB", "lower")
+        .add("host_tcp_mem_after", end.tcp_mem_kb as f64, "KiB", "lower")
+        .add("host_tcp_orphans_peak", peak(|p| p.orphans) as f64, "", "lower")
+        .add("host_tcp_orphans_after", end.orphans as f64, "", "lower")
         .add("settle_time", settle_secs, "s", "lower");
     add_stalled(&mut r, &stalled, &points);
     for (kind, held) in &held {

@@ -1,5 +1,6 @@
 //! The server's side of the attack as seen from outside: RSS and open files from /proc, and
-//! streams and slow-client drops from its `/metrics`, sampled while the attack runs.
+//! streams and slow-client drops from its `/metrics`, and the host's TCP memory, sampled while
+//! the attack runs.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -23,13 +24,18 @@ pub struct Point {
     /// `herald_connections` and `herald_slow_client_drops_total`, when `/metrics` answered.
     pub streams: Option<u64>,
     pub drops: Option<u64>,
+    /// The host's TCP socket memory (KiB) and orphaned sockets.
+    pub tcp_mem_kb: u64,
+    pub orphans: u64,
 }
 
 /// One sample of every server process.
 pub async fn point(common: &Common, since: Instant) -> Point {
     let fds = common.server_pid.iter().filter_map(|&pid| proc::open_fds(pid).ok()).sum();
     let (streams, drops) = metrics(common.target.addr).await.unzip();
-    Point { at: since.elapsed().as_secs_f64(), rss_kb: common.sample().map_or(0, |s| s.rss_kb), fds, streams, drops }
+    let (tcp_mem_kb, orphans) = proc::tcp_sockstat().unwrap_or_default();
+    let rss_kb = common.sample().map_or(0, |s| s.rss_kb);
+    Point { at: since.elapsed().as_secs_f64(), rss_kb, fds, streams, drops, tcp_mem_kb, orphans }
 }
 
 /// Samples every [`EVERY`] until `stop` turns true.
