@@ -166,6 +166,10 @@ pub async fn run(common: &Common, args: &AdversarialArgs) -> std::io::Result<Rep
         .add("host_tcp_orphans_after", end.orphans as f64, "", "lower")
         .add("settle_time", settle_secs, "s", "lower");
     add_stalled(&mut r, &stalled, &points);
+    // Their messages stay in the channel's history (bounded by count and age, not bytes), so this
+    // much of the RSS after the attack is history, not connections.
+    let stalled_data = stalled.published.get("200").copied().unwrap_or(0) * args.stall_bytes as u64 / 1024;
+    r.add("stalled_data_published", stalled_data as f64, "KiB", "");
     for (kind, held) in &held {
         add_held(&mut r, kind.name(), held);
     }
