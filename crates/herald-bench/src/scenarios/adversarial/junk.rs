@@ -45,7 +45,7 @@ fn requests(target: &Target, max_payload_bytes: usize) -> Vec<(&'static str, Vec
     ]
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Junk {
     /// Answers per kind of junk.
     pub answers: Vec<(&'static str, Statuses)>,

@@ -52,7 +52,7 @@ pub async fn exchange(stream: &mut TcpStream, request: &[u8]) -> Result<u16, Str
 
 /// Reads an answer's head from `stream`; its status. A server that has not answered within
 /// [`ANSWER_TIMEOUT`] counts as an error.
-pub async fn read_status(stream: &mut TcpStream) -> Result<u16, String> {
+async fn read_status(stream: &mut TcpStream) -> Result<u16, String> {
     tokio::time::timeout(ANSWER_TIMEOUT, read_head(stream)).await.map_err(|_| "no answer".to_string())?
 }
 

@@ -15,7 +15,7 @@ use crate::scenarios::Common;
 /// How often the server is sampled during the attack.
 const EVERY: Duration = Duration::from_millis(250);
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct Point {
     /// Seconds since the attack started.
     pub at: f64,

@@ -13,7 +13,7 @@ use super::raw::{self, Statuses};
 use crate::http::parse_head;
 use crate::targets::Target;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub enum Kind {
     /// `GET /events?...` head, one byte per drip.
     HeadEvents,
