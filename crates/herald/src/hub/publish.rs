@@ -191,7 +191,7 @@ impl App {
         users.sort_unstable();
         users.dedup();
         let ttl = p.ttl.unwrap_or(self.config.limits.default_ttl_secs);
-        DurableFor { users, expires_ms: now_ms() + ttl * 1000 }
+        DurableFor { users, expires_ms: now_ms().saturating_add(ttl.saturating_mul(1000)) }
     }
 }
 
