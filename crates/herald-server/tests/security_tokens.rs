@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use base64::Engine;
 use common::*;
@@ -271,29 +271,33 @@ async fn an_exp_near_the_end_of_time_keeps_the_stream_open() {
     hub.shutdown().await.unwrap();
 }
 
-/// Runs `herald serve --config <toml>` (plus `env`), expecting it to refuse to start.
-fn refused_to_start(toml: &str, env: &[(&str, &str)]) -> (i32, String) {
+/// Runs `herald serve --config <toml>` (plus `env`), expecting it to refuse to start; a binary
+/// still running after [`WAIT`] fails the test (and is killed).
+async fn refused_to_start(toml: &str, env: &[(&str, &str)]) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("herald.toml");
     std::fs::write(&path, toml).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
-    command.arg("serve").arg("--config").arg(&path).env_clear().env("HERALD_STORE", "memory").stdin(Stdio::null());
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+    command.arg("serve").arg("--config").arg(&path).env_clear().env("HERALD_STORE", "memory");
     command.env("HERALD_LISTEN", format!("127.0.0.1:{}", free_port()));
+    command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
     for (k, v) in env {
         command.env(k, v);
     }
-    let output = command.output().unwrap();
+    let child = command.spawn().unwrap();
+    let output = tokio::time::timeout(WAIT, child.wait_with_output()).await.expect("herald started").unwrap();
     (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
-#[test]
-fn two_apps_sharing_a_jwt_key_exit_2_naming_both() {
+#[tokio::test]
+async fn two_apps_sharing_a_jwt_key_exit_2_naming_both() {
     let (code, stderr) = refused_to_start(
         "[app]\njwt_secret = \"one-secret-for-two-apps-0123\"\n\n\
          [[apps]]\nid = \"hr\"\njwt_secret = \"own-secret-0123456789abc\"\n\n\
          [[apps]]\nid = \"crm\"\njwt_secret = \"one-secret-for-two-apps-0123\"\n",
         &[],
-    );
+    )
+    .await;
     assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.contains("`apps[1].jwt_secret`") && stderr.contains("`default`") && stderr.contains("`crm`"),
@@ -310,7 +314,8 @@ fn two_apps_sharing_a_jwt_key_exit_2_naming_both() {
             pem.display().to_string()
         ),
         &[],
-    );
+    )
+    .await;
     assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.contains("`apps[0].jwt_public_key`") && stderr.contains("`default`") && stderr.contains("`hr`"),
@@ -318,8 +323,8 @@ fn two_apps_sharing_a_jwt_key_exit_2_naming_both() {
     );
 }
 
-#[test]
-fn a_bad_jwt_public_key_is_named_but_never_echoed() {
+#[tokio::test]
+async fn a_bad_jwt_public_key_is_named_but_never_echoed() {
     for value in [
         // PEM-shaped garbage.
         "-----BEGIN PUBLIC KEY-----\nKEYMATERIALKEYMATERIAL\n-----END PUBLIC KEY-----\n",
@@ -328,7 +333,7 @@ fn a_bad_jwt_public_key_is_named_but_never_echoed() {
         // A private key where the public one belongs.
         EC_PRIVATE,
     ] {
-        let (code, stderr) = refused_to_start("", &[("HERALD_JWT_PUBLIC_KEY", value)]);
+        let (code, stderr) = refused_to_start("", &[("HERALD_JWT_PUBLIC_KEY", value)]).await;
         assert_eq!(code, 2, "{stderr}");
         assert!(stderr.contains("`app.jwt_public_key`"), "{stderr}");
         assert!(!stderr.contains("KEYMATERIAL"), "key material in the error: {stderr}");
