@@ -10,7 +10,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::response::{IntoResponse, Response};
@@ -23,13 +22,12 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::rewind::Rewind;
-use crate::http::{cors, stream_head, subscriber, Problem};
+use crate::http::{cors, no_body, stream_head, subscriber, Problem};
 use crate::hub::{Hub, StreamBody};
 
 const PREFIX: &[u8] = b"GET /events";
 /// A head larger than this is left to hyper, which answers it properly.
 const MAX_HEAD: usize = 16 * 1024;
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the first request of a connection turned out to be.
 pub(super) enum Accepted {
@@ -43,25 +41,32 @@ pub(super) enum Accepted {
 
 /// Reads the first request head; subscribes it if it is a `GET /events`.
 pub(super) async fn accept(stream: TcpStream, hub: &Hub, remote: SocketAddr) -> io::Result<Accepted> {
-    let (socket, parts) = match read_head(stream, remote).await? {
+    let deadline = tokio::time::Instant::now() + hub.config().head_timeout();
+    let (socket, parts) = match read_head(stream, remote, deadline).await? {
         Read::Events(socket, parts) => (socket, parts),
         Read::Other(rewound) => return Ok(Accepted::Other(rewound)),
         Read::Closed => return Ok(Accepted::Done),
     };
     let origin = parts.headers.get(http::header::ORIGIN).cloned();
     let (app, request) = subscriber(&parts, hub);
+    let body_refused = no_body(&parts);
     drop(parts);
+    // A refusal carries the same CORS headers as the hyper path's, so the page can read why.
+    let refusal = |problem: Problem| {
+        let mut response = problem.into_response();
+        response.headers_mut().extend(cors::headers(hub, Some(&app), origin.as_ref()));
+        response
+    };
+    if let Err(problem) = body_refused {
+        return write_problem(socket, refusal(problem)).await.map(|()| Accepted::Done);
+    }
     // No kill switch: a direct stream learns of its own overflow from its queue.
     match hub.subscribe(&app, request, None).await {
         Ok(body) => {
             let head = serialize_head(&stream_head(hub, &app, origin.as_ref()));
             Ok(Accepted::Stream(Stream { socket, body, head }))
         }
-        Err(error) => {
-            let mut response = Problem::from(error).into_response();
-            response.headers_mut().extend(cors::headers(hub, Some(&app), origin.as_ref()));
-            write_problem(socket, response).await.map(|()| Accepted::Done)
-        }
+        Err(error) => write_problem(socket, refusal(Problem::from(error))).await.map(|()| Accepted::Done),
     }
 }
 
@@ -86,11 +91,14 @@ enum Read {
     Closed,
 }
 
-/// Reads until the request head is complete, or until it is clear this is not a stream.
-async fn read_head(mut stream: TcpStream, remote: SocketAddr) -> io::Result<Read> {
+/// Reads until the request head is complete, or until it is clear this is not a stream. The
+/// whole head must arrive by `deadline`, however it is split: a client trickling one byte at a
+/// time does not hold the socket past it. Later requests on a kept-alive connection get the
+/// same deadline from hyper's `header_read_timeout`.
+async fn read_head(mut stream: TcpStream, remote: SocketAddr, deadline: tokio::time::Instant) -> io::Result<Read> {
     let mut buf = BytesMut::with_capacity(1024);
     loop {
-        let read = tokio::time::timeout(HEAD_TIMEOUT, stream.read_buf(&mut buf))
+        let read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "request head timed out"))??;
         if read == 0 {
@@ -98,6 +106,8 @@ async fn read_head(mut stream: TcpStream, remote: SocketAddr) -> io::Result<Read
         }
         match is_events(&buf) {
             None => continue,
+            // The whole head is read here too, so that the deadline covers it, then replayed.
+            Some(false) if head_is_partial(&buf) && buf.len() < MAX_HEAD => continue,
             Some(false) => return Ok(Read::Other(Rewind::new(buf.freeze(), stream))),
             Some(true) => {}
         }
@@ -116,6 +126,13 @@ fn is_events(buf: &[u8]) -> Option<bool> {
         return Some(false);
     }
     buf.get(PREFIX.len()).map(|b| matches!(b, b' ' | b'?'))
+}
+
+/// Whether `buf` is the start of a request head that is not complete yet (a malformed one is
+/// left for hyper to answer).
+fn head_is_partial(buf: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    matches!(httparse::Request::new(&mut headers).parse(buf), Ok(httparse::Status::Partial))
 }
 
 enum Head {
