@@ -879,7 +879,8 @@ class Connection {
   }
 
   async #postAck(ids) {
-    const res = await this.#fetch(this.#hubUrl("/ack"), {
+    // The app goes in the query too: a CORS preflight cannot carry the X-Herald-App value.
+    const res = await this.#fetch(this.#hubUrl("/ack", { app: this.#opts.app }), {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ ids }),
@@ -892,6 +893,7 @@ class Connection {
   #deliverSend({ path, body, query, headers, key }) {
     const url = new URL(`${this.#base}/send/${String(path).replace(/^\/+/, "")}`);
     if (query) url.search = new URLSearchParams(query).toString();
+    if (this.#opts.app) url.searchParams.set("app", this.#opts.app); // for the CORS preflight
     const h = new Headers(headers);
     h.set("Idempotency-Key", key);
     if (this.#connectionId) h.set("X-Herald-Connection", this.#connectionId);

@@ -107,6 +107,13 @@ pub struct AppConfig {
     pub jwt_secret: Option<String>,
     /// RS256 or ES256 public key (PEM text, or a path to a PEM file) for subscriber tokens.
     pub jwt_public_key: Option<String>,
+    /// Required `iss` of subscriber tokens; not checked when unset.
+    pub jwt_issuer: Option<String>,
+    /// Audience that a subscriber token's `aud` must name; when unset, a token that names any
+    /// audience is refused, as one meant for another service.
+    pub jwt_audience: Option<String>,
+    /// Whether subscriber tokens must carry `exp`; `false` accepts tokens that never expire.
+    pub require_exp: bool,
     /// Cookie that may carry the subscriber token.
     pub cookie_name: String,
     /// Whether a token without `sub` may subscribe (to channels and broadcasts only).
@@ -134,6 +141,9 @@ impl Default for AppConfig {
             api_key: None,
             jwt_secret: None,
             jwt_public_key: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            require_exp: true,
             cookie_name: "herald_token".into(),
             allow_anonymous: false,
             cors_origins: Vec::new(),
@@ -263,6 +273,7 @@ impl Config {
         }
         let mut ids = std::collections::HashSet::new();
         let mut keys = std::collections::HashSet::new();
+        let mut jwt_keys = std::collections::HashMap::new();
         for (path, app) in self.all_apps() {
             if app.id.is_empty() || !app.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
                 return Err(ConfigError::new(format!("{path}.id"), "must be non-empty letters, digits, `-` or `_`"));
@@ -285,12 +296,43 @@ impl Config {
                 if secret.len() < 16 {
                     return Err(ConfigError::new(format!("{path}.jwt_secret"), "must be at least 16 characters"));
                 }
+                // A public key is no secret: used as an HMAC key, it lets anyone sign tokens.
+                if secret.contains("-----BEGIN") {
+                    return Err(ConfigError::new(
+                        format!("{path}.jwt_secret"),
+                        "holds a PEM key; a public key belongs in `jwt_public_key`, and an HS256 secret must be secret",
+                    ));
+                }
             }
             if app.jwt_secret.is_some() && app.jwt_public_key.is_some() {
                 return Err(ConfigError::new(
                     format!("{path}.jwt_public_key"),
                     "cannot be set together with `jwt_secret`: one app verifies one algorithm family",
                 ));
+            }
+            for (key, value) in [("jwt_issuer", &app.jwt_issuer), ("jwt_audience", &app.jwt_audience)] {
+                if value.as_deref().is_some_and(str::is_empty) {
+                    return Err(ConfigError::new(
+                        format!("{path}.{key}"),
+                        "must not be empty; leave it unset to skip the check",
+                    ));
+                }
+            }
+            // Builds the verifier once here so that an unusable public key is a configuration
+            // error, and so that apps sharing a key are caught: each would accept the other's users.
+            let verifier = crate::auth::Verifier::new(&path, app)?;
+            if let Some(digest) = verifier.key_digest() {
+                if let Some(other) = jwt_keys.insert(digest, app.id.as_str()) {
+                    let key = if app.jwt_secret.is_some() { "jwt_secret" } else { "jwt_public_key" };
+                    return Err(ConfigError::new(
+                        format!("{path}.{key}"),
+                        format!(
+                            "is the JWT key of both app `{other}` and app `{}`: each app needs its own key, or \
+                             each accepts the other's tokens",
+                            app.id
+                        ),
+                    ));
+                }
             }
             if app.webhook_url.is_some() && app.webhook_secret.is_none() {
                 return Err(ConfigError::new(
@@ -338,5 +380,48 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(id: &str, secret: &str) -> AppConfig {
+        AppConfig { id: id.into(), jwt_secret: Some(secret.into()), ..AppConfig::default() }
+    }
+
+    #[test]
+    fn two_apps_sharing_a_jwt_key_are_refused_by_name() {
+        let shared = "shared-jwt-secret-0123456789";
+        let config = Config {
+            app: app("default", shared),
+            apps: vec![app("hr", "own-jwt-secret-0123456789"), app("crm", shared)],
+            ..Config::default()
+        };
+        let error = config.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("`apps[1].jwt_secret`") && error.contains("`default`") && error.contains("`crm`"),
+            "{error}"
+        );
+        // One public key, once as text and once re-wrapped, is one key.
+        let pem = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEEVs/o5+uQbTjL3chynL4wXgUg2R9\nq9UU8I5mEovUf86QZ7kOBIjJwqnzD1omageEHWwHdBO6B+dFabmdT9POxg==\n-----END PUBLIC KEY-----\n";
+        let rewrapped = pem.replace('\n', "\r\n  ");
+        let config = Config {
+            app: AppConfig { jwt_public_key: Some(pem.into()), ..AppConfig::default() },
+            apps: vec![AppConfig { id: "hr".into(), jwt_public_key: Some(rewrapped), ..AppConfig::default() }],
+            ..Config::default()
+        };
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("`apps[0].jwt_public_key`") && error.contains("`hr`"), "{error}");
+    }
+
+    #[test]
+    fn a_public_key_is_no_jwt_secret() {
+        let config = Config {
+            app: app("default", "-----BEGIN PUBLIC KEY-----\nabc\n-----END PUBLIC KEY-----"),
+            ..Config::default()
+        };
+        assert!(config.validate().unwrap_err().to_string().contains("`app.jwt_secret`"));
     }
 }

@@ -135,6 +135,12 @@ pub(crate) fn query_number(pairs: &[(String, String)], key: &str) -> Result<Opti
         .transpose()
 }
 
+/// The app a subscriber request addresses: `app=` in the query, else the `X-Herald-App` header,
+/// else `default`. CORS decides by the same rule, so a stream and its CORS answer never disagree.
+pub(crate) fn addressed_app<'a>(query: &'a [(String, String)], headers: Option<&'a HeaderMap>) -> &'a str {
+    query_value(query, "app").or_else(|| headers?.get("x-herald-app")?.to_str().ok()).unwrap_or("default")
+}
+
 /// A `GET /events` carries no body. One that announces a body is refused: the stream's fast path
 /// never reads past the head, and bytes left behind it must not be taken for a next request.
 pub(crate) fn no_body(parts: &Parts) -> Result<(), Problem> {
@@ -150,10 +156,7 @@ pub(crate) fn no_body(parts: &Parts) -> Result<(), Problem> {
 /// Everything `/events` and `/poll` read from a subscriber's request, and the app it names.
 pub(crate) fn subscriber(parts: &Parts, hub: &Hub) -> (String, SubscribeRequest) {
     let pairs = query_pairs(parts);
-    let app = query_value(&pairs, "app")
-        .or_else(|| parts.headers.get("x-herald-app").and_then(|v| v.to_str().ok()))
-        .unwrap_or("default")
-        .to_string();
+    let app = addressed_app(&pairs, Some(&parts.headers)).to_string();
     let cookie_name = hub.app_config(&app).map(|c| c.cookie_name.clone()).unwrap_or_default();
     let token = bearer(&parts.headers)
         .or_else(|| cookie(&parts.headers, &cookie_name))

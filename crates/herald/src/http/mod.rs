@@ -2,6 +2,7 @@
 
 mod api;
 mod assets;
+pub(crate) mod cors;
 mod deadline;
 mod extract;
 mod problem;
@@ -11,14 +12,13 @@ mod subscriber;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use axum::Router;
-use http::{header, HeaderName, Method};
 use tower::util::MapRequestLayer;
-use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use extract::ConnectionKill;
 pub(crate) use extract::{no_body, subscriber};
 pub(crate) use problem::Problem;
 pub use send::Signed;
+pub(crate) use subscriber::stream_head;
 
 use crate::hub::Hub;
 
@@ -56,28 +56,6 @@ pub fn router(hub: Hub) -> Router {
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(MapRequestLayer::new(move |request| deadline::limit(request, body_timeout)))
-        .layer(cors(&hub))
+        .layer(axum::middleware::from_fn_with_state(hub.clone(), cors::layer))
         .with_state(hub)
-}
-
-/// Whether any app allows browsers from `origin`; `*` in an app's list allows every origin.
-pub(crate) fn cors_allows(hub: &Hub, origin: &str) -> bool {
-    hub.config().all_apps().any(|(_, a)| a.cors_origins.iter().any(|o| o == "*" || o == origin))
-}
-
-/// CORS for the origins any app allows.
-fn cors(hub: &Hub) -> CorsLayer {
-    let hub = hub.clone();
-    CorsLayer::new()
-        .allow_origin(AllowOrigin::predicate(move |origin, _| origin.to_str().is_ok_and(|o| cors_allows(&hub, o))))
-        .allow_credentials(true)
-        .allow_methods([Method::GET, Method::POST, Method::DELETE])
-        .allow_headers([
-            header::AUTHORIZATION,
-            header::CONTENT_TYPE,
-            HeaderName::from_static("last-event-id"),
-            HeaderName::from_static("idempotency-key"),
-            HeaderName::from_static("x-herald-app"),
-            HeaderName::from_static("x-herald-connection"),
-        ])
 }

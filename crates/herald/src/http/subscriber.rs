@@ -9,6 +9,7 @@ use axum::Json;
 use http::request::Parts;
 use http::{header, HeaderValue};
 
+use super::cors;
 use super::extract::{no_body, query_number, query_pairs, subscriber, AckBody, ConnectionKill, JsonBody, User};
 use super::problem::Problem;
 use crate::hub::Hub;
@@ -23,12 +24,20 @@ pub(crate) async fn events(State(hub): State<Hub>, parts: Parts) -> Result<Respo
     let (app, request) = subscriber(&parts, &hub);
     let kill = parts.extensions.get::<ConnectionKill>().map(|k| k.0.clone());
     let body = hub.subscribe(&app, request, kill).await?;
-    let mut response = Response::new(Body::new(body));
-    let headers = response.headers_mut();
+    let (head, ()) = stream_head(&hub, &app, parts.headers.get(header::ORIGIN)).into_parts();
+    Ok(Response::from_parts(head, Body::new(body)))
+}
+
+/// The head of an accepted stream of `app`, CORS included. Both stream paths (hyper and the
+/// direct one for plain HTTP/1.1) send exactly this, so they cannot drift apart.
+pub(crate) fn stream_head(hub: &Hub, app: &str, origin: Option<&HeaderValue>) -> http::Response<()> {
+    let mut head = http::Response::new(());
+    let headers = head.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    headers.extend(cors::headers(hub, Some(app), origin));
+    head
 }
 
 /// `GET /poll`: the same events as JSON, one batch per request.

@@ -70,7 +70,7 @@ impl App {
     pub(crate) fn history_limits(&self) -> HistoryLimits {
         HistoryLimits {
             max_len: self.config.limits.history_size,
-            max_age_ms: self.config.limits.history_age_secs * 1000,
+            max_age_ms: self.config.limits.history_age_secs.saturating_mul(1000),
         }
     }
 

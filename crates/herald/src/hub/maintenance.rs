@@ -35,7 +35,7 @@ impl Hub {
                 for app in inner.apps.values() {
                     app.log.lock().trim(now);
                     for conn in app.registry.all() {
-                        if conn.expires_at.is_some_and(|exp| exp * 1000 <= now) {
+                        if conn.expires_at.is_some_and(|exp| exp.saturating_mul(1000) <= now) {
                             add(&inner.metrics.expired_tokens_total, 1);
                             app.close(&conn, None, CloseReason::Expired);
                         } else if conn.ping_events {

@@ -137,7 +137,7 @@ impl Hub {
         for (path, app_config) in config.all_apps() {
             let limits = HistoryLimits {
                 max_len: app_config.limits.history_size,
-                max_age_ms: app_config.limits.history_age_secs * 1000,
+                max_age_ms: app_config.limits.history_age_secs.saturating_mul(1000),
             };
             let (opened, stream_id, backbone, inbox) = match &persistence {
                 Persistence::Local(store) => {
@@ -177,7 +177,7 @@ impl Hub {
                 metrics: metrics.clone(),
                 node: node.clone(),
                 retry_ms: config.retry_ms,
-                heartbeat_ms: config.heartbeat_secs * 1000,
+                heartbeat_ms: config.heartbeat_secs.saturating_mul(1000),
             });
             if let Some(key) = &app_config.api_key {
                 by_key.insert(key_digest(key), app.clone());

@@ -12,7 +12,7 @@ use std::io;
 use std::net::SocketAddr;
 
 use axum::extract::ConnectInfo;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use std::pin::Pin;
 use std::task::Poll;
 
@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::rewind::Rewind;
-use crate::http::{cors_allows, no_body, subscriber, Problem};
+use crate::http::{cors, no_body, stream_head, subscriber, Problem};
 use crate::hub::{Hub, StreamBody};
 
 const PREFIX: &[u8] = b"GET /events";
@@ -47,26 +47,42 @@ pub(super) async fn accept(stream: TcpStream, hub: &Hub, remote: SocketAddr) -> 
         Read::Other(rewound) => return Ok(Accepted::Other(rewound)),
         Read::Closed => return Ok(Accepted::Done),
     };
-    let origin = parts.headers.get(http::header::ORIGIN).and_then(|o| o.to_str().ok()).map(str::to_owned);
-    let cors = origin.filter(|o| cors_allows(hub, o)).map_or(String::new(), |o| {
-        format!("access-control-allow-origin: {o}\r\naccess-control-allow-credentials: true\r\nvary: origin\r\n")
-    });
-    if let Err(problem) = no_body(&parts) {
-        return write_problem(socket, problem, &cors).await.map(|()| Accepted::Done);
-    }
+    let origin = parts.headers.get(http::header::ORIGIN).cloned();
     let (app, request) = subscriber(&parts, hub);
+    let body_refused = no_body(&parts);
     drop(parts);
+    // A refusal carries the same CORS headers as the hyper path's, so the page can read why.
+    let refusal = |problem: Problem| {
+        let mut response = problem.into_response();
+        response.headers_mut().extend(cors::headers(hub, Some(&app), origin.as_ref()));
+        response
+    };
+    if let Err(problem) = body_refused {
+        return write_problem(socket, refusal(problem)).await.map(|()| Accepted::Done);
+    }
     // No kill switch: a direct stream learns of its own overflow from its queue.
     match hub.subscribe(&app, request, None).await {
         Ok(body) => {
-            let head = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nx-accel-buffering: no\r\n\
-                 connection: close\r\n{cors}\r\n"
-            );
-            Ok(Accepted::Stream(Stream { socket, body, head: head.into_bytes() }))
+            let head = serialize_head(&stream_head(hub, &app, origin.as_ref()));
+            Ok(Accepted::Stream(Stream { socket, body, head }))
         }
-        Err(error) => write_problem(socket, Problem::from(error), &cors).await.map(|()| Accepted::Done),
+        Err(error) => write_problem(socket, refusal(Problem::from(error))).await.map(|()| Accepted::Done),
     }
+}
+
+/// An HTTP/1.1 head for `response`: its status and headers, and `connection: close`, since
+/// the body that follows is delimited by the close.
+fn serialize_head<B>(response: &http::Response<B>) -> Vec<u8> {
+    let status = response.status();
+    let mut head = format!("HTTP/1.1 {} {}\r\n", status.as_u16(), status.canonical_reason().unwrap_or("")).into_bytes();
+    for (name, value) in response.headers() {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"connection: close\r\n\r\n");
+    head
 }
 
 enum Read {
@@ -216,19 +232,11 @@ impl Stream {
     }
 }
 
-async fn write_problem(mut stream: TcpStream, problem: Problem, cors: &str) -> io::Result<()> {
-    let response = problem.into_response();
-    let status = response.status();
-    let auth = response.headers().get(http::header::WWW_AUTHENTICATE).is_some();
-    let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let head = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\nconnection: close\r\n{}{cors}\r\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or(""),
-        body.len(),
-        if auth { "www-authenticate: Bearer\r\n" } else { "" },
-    );
-    stream.write_all(head.as_bytes()).await?;
+async fn write_problem(mut stream: TcpStream, response: Response) -> io::Result<()> {
+    let (mut head, body) = response.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    head.headers.insert(http::header::CONTENT_LENGTH, body.len().into());
+    stream.write_all(&serialize_head(&http::Response::from_parts(head, ()))).await?;
     stream.write_all(&body).await?;
     stream.shutdown().await
 }
