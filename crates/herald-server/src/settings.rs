@@ -28,6 +28,7 @@ const ENV: &[(&str, &str, Kind)] = &[
     ("REDIS_URL", "redis_url", Kind::Text),
     ("PRESENCE_TTL_SECS", "presence_ttl_secs", Kind::Number),
     ("HEAD_TIMEOUT_SECS", "head_timeout_secs", Kind::Number),
+    ("SEND_BUFFER_BYTES", "send_buffer_bytes", Kind::Number),
     ("BODY_TIMEOUT_SECS", "body_timeout_secs", Kind::Number),
     ("TLS_CERT", "tls_cert", Kind::Text),
     ("TLS_KEY", "tls_key", Kind::Text),
