@@ -40,8 +40,8 @@ use tokio::sync::mpsc;
 
 pub(crate) use inbox::{Record, RedisInbox};
 
-use crate::hub::{ConnectionInfo, PresenceEvent, PresenceKind};
 use crate::message::Targets;
+use crate::presence::{ConnectionInfo, Kick, PresenceEvent, PresenceKind};
 use crate::store::{DurableFor, HistoryLimits, Opened, StoreError, StoredMessage};
 
 /// How long a command may take before Redis counts as unreachable.
@@ -84,14 +84,6 @@ pub(crate) enum BusEvent {
     Kick { app: String, kick: Kick },
     /// The consumer (re)subscribed: anything published meanwhile must be read from the stream.
     Resubscribed,
-}
-
-/// A kick sent to every node.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Kick {
-    pub(crate) user: Option<String>,
-    pub(crate) connection: Option<String>,
-    pub(crate) reason: Option<String>,
 }
 
 /// A handle on the cluster's Redis.

@@ -1,21 +1,146 @@
-//! The cluster bus on this node: messages from Redis applied in order, and catching up from the
-//! history stream after the bus was lost.
+//! Many nodes over Redis: Redis sequences, stores and fans out (`crate::cluster` speaks to it);
+//! each node applies the bus to its own connections, in order, and catches up from the history
+//! stream after the bus was lost.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use futures_util::future::{BoxFuture, FutureExt};
 use tokio::sync::mpsc;
 
-use super::app::App;
-use super::outbox::CloseReason;
-use super::Inner;
-use crate::cluster::{BusEvent, Cluster, WireMessage};
-use crate::message::Message;
-use crate::store::UnreadChange;
+use super::Backbone;
+use crate::cluster::{BusEvent, Cluster, Record, WireMessage};
+use crate::error::Error;
+use crate::hub::app::App;
+use crate::hub::outbox::CloseReason;
+use crate::hub::Inner;
+use crate::message::{now_ms, Message, Publish, Published};
+use crate::metrics::add;
+use crate::presence::{ConnectionInfo, Kick, PresenceEvent};
+use crate::store::{HistoryLimits, Inbox, Opened, StoreError, UnreadChange};
+
+/// The backbone of a cluster node: Redis.
+pub(crate) struct Redis {
+    cluster: Arc<Cluster>,
+}
+
+impl Redis {
+    pub(crate) fn new(cluster: Arc<Cluster>) -> Self {
+        Self { cluster }
+    }
+}
+
+impl Backbone for Redis {
+    fn open_app(
+        &self,
+        app: &str,
+        limits: HistoryLimits,
+    ) -> BoxFuture<'static, Result<(Opened, Option<String>), StoreError>> {
+        let (cluster, app) = (self.cluster.clone(), app.to_string());
+        async move { cluster.open_app(&app, limits).await }.boxed()
+    }
+
+    fn publish<'a>(&'a self, app: &'a Arc<App>, batch: Vec<Publish>) -> BoxFuture<'a, Vec<Result<Published, Error>>> {
+        async move {
+            let mut answers = Vec::with_capacity(batch.len());
+            for p in batch {
+                answers.push(publish_one(app, &self.cluster, p).await);
+            }
+            answers
+        }
+        .boxed()
+    }
+
+    fn inbox(&self) -> Arc<dyn Inbox> {
+        self.cluster.inbox.clone()
+    }
+
+    fn remote_connections(&self, app: &str) -> BoxFuture<'static, Result<Vec<ConnectionInfo>, StoreError>> {
+        let (cluster, app) = (self.cluster.clone(), app.to_string());
+        async move { cluster.remote_connections(&app).await }.boxed()
+    }
+
+    fn shares_presence(&self) -> bool {
+        true
+    }
+
+    fn presence_changed(&self, app: &str, event: &PresenceEvent) {
+        self.cluster.presence_changed(app, event.clone());
+    }
+
+    fn kick_remote(&self, app: &str, kick: Kick) -> BoxFuture<'static, Result<(), StoreError>> {
+        let (cluster, app) = (self.cluster.clone(), app.to_string());
+        async move { cluster.broadcast_kick(&app, &kick).await }.boxed()
+    }
+
+    fn unread_changed<'a>(&'a self, app: &'a App, changes: &'a [UnreadChange]) -> BoxFuture<'a, ()> {
+        async move {
+            let pairs: Vec<(String, u64)> = changes.iter().map(|c| (c.user.clone(), c.unread)).collect();
+            if let Err(error) = self.cluster.broadcast_unread(&app.id, &pairs).await {
+                tracing::warn!(%error, "Could not announce unread counts to the cluster.");
+            }
+        }
+        .boxed()
+    }
+
+    /// A client that moved nodes may have seen a message this node has not applied yet: wait
+    /// for the bus to bring it rather than tell the client to reset.
+    fn wait_for<'a>(&'a self, app: &'a App, seq: u64) -> BoxFuture<'a, ()> {
+        async move {
+            let mut head = app.head.subscribe();
+            if seq > *head.borrow() {
+                let _ = tokio::time::timeout(BUS_ROUND_TRIP, head.wait_for(|h| *h >= seq)).await;
+            }
+        }
+        .boxed()
+    }
+
+    fn start(self: Arc<Self>, hub: Weak<Inner>) {
+        let Some(inner) = hub.upgrade() else { return };
+        let bus = self.cluster.consume(inner.apps.keys().cloned().collect());
+        drop(inner);
+        tokio::spawn(apply_bus(hub, bus, self.cluster.clone()));
+    }
+
+    /// Redis acknowledged every write before its publish answered: nothing is left to flush.
+    fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
+        futures_util::future::ready(Ok(())).boxed()
+    }
+}
+
+/// Publishes one message through Redis and waits for this node's own copy from the bus.
+async fn publish_one(app: &App, cluster: &Cluster, p: Publish) -> Result<Published, Error> {
+    let durable = match p.durable {
+        true => {
+            let remote =
+                cluster.remote_connections(&app.id).await.inspect_err(|_| add(&app.metrics.store_errors_total, 1))?;
+            Some(app.durable_recipients(&p, remote))
+        }
+        false => None,
+    };
+    let time_ms = now_ms();
+    let record = durable.as_ref().map(|d| Record {
+        event: p.event.clone(),
+        data: p.data.clone(),
+        created_ms: time_ms,
+        expires_ms: d.expires_ms,
+    });
+    let wire = WireMessage { time_ms, targets: p.to, event: p.event, data: p.data, durable: p.durable };
+    let mut head = app.head.subscribe();
+    let seq = cluster
+        .publish(&app.id, &wire, durable.as_ref().zip(record), app.history_limits())
+        .await
+        .inspect_err(|_| add(&app.metrics.store_errors_total, 1))?;
+    // The message comes back on the bus to every node, this one included.
+    let _ = tokio::time::timeout(BUS_ROUND_TRIP, head.wait_for(|h| *h >= seq)).await;
+    let delivered = app.applied.lock().delivered.iter().find(|(s, _)| *s == seq).map_or(0, |(_, n)| *n);
+    let epoch = app.log.lock().epoch.clone();
+    Ok(Published { id: crate::id::format(&epoch, seq, wire.durable), delivered })
+}
 
 /// How long a publisher waits for its own message to come back on the cluster bus.
-pub(super) const BUS_ROUND_TRIP: Duration = Duration::from_secs(5);
+const BUS_ROUND_TRIP: Duration = Duration::from_secs(5);
 /// Delivery counts kept for publishers waiting on the bus round trip.
 const RECENT_COUNTS: usize = 4096;
 
@@ -108,7 +233,7 @@ impl App {
 }
 
 /// Applies the cluster bus to this node's apps, in order.
-pub(super) async fn apply_bus(hub: Weak<Inner>, mut bus: mpsc::Receiver<BusEvent>, cluster: Arc<Cluster>) {
+async fn apply_bus(hub: Weak<Inner>, mut bus: mpsc::Receiver<BusEvent>, cluster: Arc<Cluster>) {
     while let Some(event) = bus.recv().await {
         let Some(inner) = hub.upgrade() else { return };
         match event {
