@@ -108,7 +108,8 @@ impl Hub {
             let apps = config.all_apps().map(|(_, a)| a.id.clone()).collect();
             let ttl = Duration::from_secs(config.presence_ttl_secs);
             let cluster = Cluster::connect(url, node.clone(), apps, ttl).await?;
-            return Self::start(config, Arc::new(Redis::new(cluster)), node).await;
+            let report_wait = Duration::from_millis(config.delivery_report_ms);
+            return Self::start(config, Arc::new(Redis::new(cluster, report_wait)), node).await;
         }
         let store: Arc<dyn Store> = match config.store {
             StoreKind::Memory => Arc::new(MemoryStore::new()),
@@ -164,7 +165,7 @@ impl Hub {
                 webhooks,
                 backbone: backbone.clone(),
                 inbox: backbone.inbox(),
-                applied: Mutex::new(backbone::Applied { stream_id, ..Default::default() }),
+                applied: Mutex::new(backbone::Applied::at(stream_id)),
                 metrics: metrics.clone(),
                 node: node.clone(),
                 retry_ms: config.retry_ms,

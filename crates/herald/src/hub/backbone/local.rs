@@ -127,7 +127,7 @@ async fn stage(app: &Arc<App>, store: &dyn Store, p: Publish) -> Result<Staged, 
             tokio::task::yield_now().await;
         }
         // A non-durable publish does not wait for the disk; the store logs a failed write.
-        return Ok(Staged::Delivered(Published { id, delivered }));
+        return Ok(Staged::Delivered(Published::complete(id, delivered)));
     };
     drop(turn);
     // Its own task, so that a publisher that goes away cannot leave the queue stuck.
@@ -189,6 +189,6 @@ impl Staged {
         // Sent once everything ahead is committed (or failed): the sender is never dropped
         // unsent while this message is still queued.
         let delivered = delivered.await.unwrap_or(0);
-        Ok(Published { id, delivered })
+        Ok(Published::complete(id, delivered))
     }
 }

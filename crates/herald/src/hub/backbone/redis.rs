@@ -2,12 +2,12 @@
 //! each node applies the bus to its own connections, in order, and catches up from the history
 //! stream after the bus was lost.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::future::{BoxFuture, FutureExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use super::Backbone;
 use crate::cluster::{BusEvent, Cluster, Record, WireMessage};
@@ -23,11 +23,13 @@ use crate::store::{HistoryLimits, Inbox, Opened, StoreError, UnreadChange};
 /// The backbone of a cluster node: Redis.
 pub(crate) struct Redis {
     cluster: Arc<Cluster>,
+    /// How long a publish waits for the other nodes' delivery counts (`delivery_report_ms`).
+    report_wait: Duration,
 }
 
 impl Redis {
-    pub(crate) fn new(cluster: Arc<Cluster>) -> Self {
-        Self { cluster }
+    pub(crate) fn new(cluster: Arc<Cluster>, report_wait: Duration) -> Self {
+        Self { cluster, report_wait }
     }
 }
 
@@ -45,7 +47,7 @@ impl Backbone for Redis {
         async move {
             let mut answers = Vec::with_capacity(batch.len());
             for p in batch {
-                answers.push(publish_one(app, &self.cluster, p).await);
+                answers.push(publish_one(app, &self.cluster, self.report_wait, p).await);
             }
             answers
         }
@@ -109,8 +111,9 @@ impl Backbone for Redis {
     }
 }
 
-/// Publishes one message through Redis and waits for this node's own copy from the bus.
-async fn publish_one(app: &App, cluster: &Cluster, p: Publish) -> Result<Published, Error> {
+/// Publishes one message through Redis, waits for this node's own copy from the bus, then for
+/// the other live nodes' delivery counts, at most `report_wait`.
+async fn publish_one(app: &App, cluster: &Cluster, report_wait: Duration, p: Publish) -> Result<Published, Error> {
     let durable = match p.durable {
         true => {
             let remote =
@@ -126,17 +129,48 @@ async fn publish_one(app: &App, cluster: &Cluster, p: Publish) -> Result<Publish
         created_ms: time_ms,
         expires_ms: d.expires_ms,
     });
-    let wire = WireMessage { time_ms, targets: p.to, event: p.event, data: p.data, durable: p.durable };
+    let origin = Some(cluster.node.to_string());
+    let wire = WireMessage { origin, time_ms, targets: p.to, event: p.event, data: p.data, durable: p.durable };
     let mut head = app.head.subscribe();
-    let seq = cluster
-        .publish(&app.id, &wire, durable.as_ref().zip(record), app.history_limits())
-        .await
-        .inspect_err(|_| add(&app.metrics.store_errors_total, 1))?;
+    // Who should report is read beside the publish, on the same multiplexed connection: no
+    // extra round trip.
+    let (peers, seq) = tokio::join!(
+        cluster.peers(),
+        cluster.publish(&app.id, &wire, durable.as_ref().zip(record), app.history_limits())
+    );
+    let seq = seq.inspect_err(|_| add(&app.metrics.store_errors_total, 1))?;
+    // Not knowing who is live, the answer cannot claim to be complete.
+    let known = peers.is_ok();
+    let peers = peers.unwrap_or(0);
     // The message comes back on the bus to every node, this one included.
     let _ = tokio::time::timeout(BUS_ROUND_TRIP, head.wait_for(|h| *h >= seq)).await;
-    let delivered = app.applied.lock().delivered.iter().find(|(s, _)| *s == seq).map_or(0, |(_, n)| *n);
+    let here = app.applied.lock().delivered.iter().find(|(s, _)| *s == seq).map_or(0, |(_, n)| *n);
+    let (there, reported) = reports(app, seq, peers, report_wait).await;
     let epoch = app.log.lock().epoch.clone();
-    Ok(Published { id: crate::id::format(&epoch, seq, wire.durable), delivered })
+    let unreported_nodes = peers.saturating_sub(reported);
+    Ok(Published {
+        id: crate::id::format(&epoch, seq, wire.durable),
+        delivered: here + there,
+        complete: known && unreported_nodes == 0,
+        unreported_nodes,
+    })
+}
+
+/// The other nodes' delivery counts of `seq` once `peers` nodes reported, or what arrived by
+/// the end of `wait`: `(connections, nodes)`.
+async fn reports(app: &App, seq: u64, peers: usize, wait: Duration) -> (usize, usize) {
+    let arrived = app.applied.lock().report_arrived.clone();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        // Registered before the count is read, so a report in between still wakes this task.
+        let notified = arrived.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let so_far = app.applied.lock().reports.get(&seq).copied().unwrap_or_default();
+        if so_far.1 >= peers || tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return app.applied.lock().reports.get(&seq).copied().unwrap_or_default();
+        }
+    }
 }
 
 /// How long a publisher waits for its own message to come back on the cluster bus.
@@ -151,17 +185,47 @@ pub(crate) struct Applied {
     pub(crate) stream_id: Option<String>,
     /// `(seq, delivered)` of recent messages, for the publishers on this node.
     pub(crate) delivered: VecDeque<(u64, usize)>,
+    /// Other nodes' counts of recent messages this node published: seq → (connections, nodes).
+    reports: BTreeMap<u64, (usize, usize)>,
+    /// Wakes publishers waiting for reports.
+    report_arrived: Arc<Notify>,
+}
+
+impl Applied {
+    /// Nothing applied yet after the history-stream entry `stream_id`.
+    pub(crate) fn at(stream_id: Option<String>) -> Self {
+        Self { stream_id, ..Self::default() }
+    }
+
+    fn add_reports(&mut self, counts: &[(u64, usize)]) {
+        for &(seq, delivered) in counts {
+            let entry = self.reports.entry(seq).or_default();
+            entry.0 += delivered;
+            entry.1 += 1;
+        }
+        while self.reports.len() > RECENT_COUNTS {
+            self.reports.pop_first();
+        }
+        self.report_arrived.notify_waiters();
+    }
 }
 
 impl App {
     /// Applies a message from the cluster bus (or the stream, when catching up): history, then
     /// local delivery, then the head that waiting publishers and long-polls watch.
-    pub(crate) async fn apply(&self, seq: u64, stream_id: Option<String>, m: WireMessage, unread: &[(String, u64)]) {
+    /// Returns how many connections got it (`None`: applied before).
+    pub(crate) async fn apply(
+        &self,
+        seq: u64,
+        stream_id: Option<String>,
+        m: WireMessage,
+        unread: &[(String, u64)],
+    ) -> Option<usize> {
         let turn = self.turn.lock().await;
         let message = {
             let mut log = self.log.lock();
             if seq <= log.head {
-                return;
+                return None;
             }
             let message = Arc::new(Message::new(&log.epoch, seq, m.time_ms, m.targets, m.event, m.data, m.durable));
             log.append(message.clone());
@@ -185,6 +249,7 @@ impl App {
             .map(|(user, n)| UnreadChange { app: self.id.clone(), user: user.clone(), unread: *n })
             .collect();
         self.notify_unread(&changes);
+        Some(delivered)
     }
 
     /// Cluster only: applies what the bus missed, from the history stream. If Redis lost its
@@ -242,7 +307,19 @@ async fn apply_bus(hub: Weak<Inner>, mut bus: mpsc::Receiver<BusEvent>, cluster:
                     if seq > app.log.lock().head + 1 {
                         app.catch_up(&cluster).await;
                     }
-                    app.apply(seq, Some(stream_id), message, &unread).await;
+                    let origin = message.origin.clone();
+                    let delivered = app.apply(seq, Some(stream_id), message, &unread).await;
+                    // The publishing node counts its own; the others report theirs to it.
+                    if let (Some(origin), Some(delivered)) = (origin, delivered) {
+                        if *origin != *cluster.node {
+                            cluster.report(&app.id, &origin, seq, delivered);
+                        }
+                    }
+                }
+            }
+            BusEvent::Reports { app, counts } => {
+                if let Some(app) = inner.apps.get(&app) {
+                    app.applied.lock().add_reports(&counts);
                 }
             }
             BusEvent::Unread { app, changes } => {
