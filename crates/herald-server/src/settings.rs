@@ -27,6 +27,7 @@ const ENV: &[(&str, &str, Kind)] = &[
     ("STORE_MAX_BYTES", "store_max_bytes", Kind::Number),
     ("REDIS_URL", "redis_url", Kind::Text),
     ("PRESENCE_TTL_SECS", "presence_ttl_secs", Kind::Number),
+    ("DELIVERY_REPORT_MS", "delivery_report_ms", Kind::Number),
     ("HEAD_TIMEOUT_SECS", "head_timeout_secs", Kind::Number),
     ("SEND_BUFFER_BYTES", "send_buffer_bytes", Kind::Number),
     ("BODY_TIMEOUT_SECS", "body_timeout_secs", Kind::Number),
