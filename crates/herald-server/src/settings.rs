@@ -56,6 +56,7 @@ const ENV: &[(&str, &str, Kind)] = &[
     ("MAX_CONNECTIONS_PER_IP", "app.limits.max_connections_per_ip", Kind::Number),
     ("QUEUE_BYTES", "app.limits.queue_bytes", Kind::Number),
     ("HISTORY_SIZE", "app.limits.history_size", Kind::Number),
+    ("HISTORY_BYTES", "app.limits.history_bytes", Kind::Number),
     ("HISTORY_AGE_SECS", "app.limits.history_age_secs", Kind::Number),
     ("DEFAULT_TTL_SECS", "app.limits.default_ttl_secs", Kind::Number),
     ("MAX_TTL_SECS", "app.limits.max_ttl_secs", Kind::Number),

@@ -185,6 +185,9 @@ pub struct Limits {
     pub queue_bytes: usize,
     /// Most messages kept in history for resume.
     pub history_size: usize,
+    /// Most bytes of history kept in memory for resume (payloads and their encoded frames); the
+    /// oldest messages go first, as with `history_size`.
+    pub history_bytes: usize,
     /// Oldest message kept in history for resume, in seconds.
     pub history_age_secs: u64,
     /// Lifetime of a durable message when the publish names no `ttl`, in seconds.
@@ -206,6 +209,7 @@ impl Default for Limits {
             max_connections_per_ip: 10_000,
             queue_bytes: 1024 * 1024,
             history_size: 100_000,
+            history_bytes: 64 * 1024 * 1024,
             history_age_secs: 24 * 3600,
             default_ttl_secs: 7 * 24 * 3600,
             max_ttl_secs: 90 * 24 * 3600,
@@ -379,6 +383,12 @@ impl Config {
                 if value == 0 {
                     return Err(ConfigError::new(format!("{path}.limits.{key}"), "must be at least 1"));
                 }
+            }
+            if l.history_bytes < l.max_payload_bytes.saturating_mul(4) {
+                return Err(ConfigError::new(
+                    format!("{path}.limits.history_bytes"),
+                    "must hold at least four of the largest messages (4 × `max_payload_bytes`)",
+                ));
             }
             if l.default_ttl_secs == 0 || l.default_ttl_secs > l.max_ttl_secs {
                 return Err(ConfigError::new(

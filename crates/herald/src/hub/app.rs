@@ -63,6 +63,7 @@ impl App {
         HistoryLimits {
             max_len: self.config.limits.history_size,
             max_age_ms: self.config.limits.history_age_secs.saturating_mul(1000),
+            max_bytes: self.config.limits.history_bytes,
         }
     }
 

@@ -30,12 +30,29 @@ pub(crate) struct Log {
     /// Every message after this sequence is still in `entries`.
     floor: u64,
     entries: VecDeque<Arc<Message>>,
+    /// What `entries` weigh, against `limits.max_bytes`.
+    bytes: usize,
     limits: HistoryLimits,
+}
+
+/// What a message in history costs: its payload and its encoded frame.
+fn weight(m: &Message) -> usize {
+    m.data.len() + m.frame.len()
 }
 
 impl Log {
     pub(crate) fn new(epoch: String, head: u64, floor: u64, entries: Vec<Arc<Message>>, limits: HistoryLimits) -> Self {
-        Self { epoch, head, assigned: head, floor, entries: entries.into(), limits }
+        let bytes = entries.iter().map(|m| weight(m)).sum();
+        let mut log = Self { epoch, head, assigned: head, floor, entries: entries.into(), bytes, limits };
+        log.bound();
+        log
+    }
+
+    /// Drops the oldest messages while history is over its count or its bytes.
+    fn bound(&mut self) {
+        while self.entries.len() > self.limits.max_len || self.bytes > self.limits.max_bytes {
+            self.pop_front();
+        }
     }
 
     /// Appends the next message; its sequence must be above `head` (a cluster node that could
@@ -44,10 +61,9 @@ impl Log {
         debug_assert!(message.seq > self.head);
         self.head = message.seq;
         self.assigned = self.assigned.max(message.seq);
+        self.bytes += weight(&message);
         self.entries.push_back(message);
-        if self.entries.len() > self.limits.max_len {
-            self.pop_front();
-        }
+        self.bound();
     }
 
     /// Forgets everything and continues at `head` of `epoch`: positions from before cannot be
@@ -58,6 +74,7 @@ impl Log {
         self.assigned = head;
         self.floor = head;
         self.entries.clear();
+        self.bytes = 0;
     }
 
     /// Drops messages older than the age bound.
@@ -70,6 +87,7 @@ impl Log {
 
     fn pop_front(&mut self) {
         if let Some(m) = self.entries.pop_front() {
+            self.bytes -= weight(&m);
             self.floor = m.seq;
         }
     }
@@ -107,7 +125,7 @@ mod tests {
     use crate::message::Targets;
 
     fn log(max_len: usize) -> Log {
-        Log::new("ep".into(), 0, 0, Vec::new(), HistoryLimits { max_len, max_age_ms: 60_000 })
+        Log::new("ep".into(), 0, 0, Vec::new(), HistoryLimits { max_len, max_age_ms: 60_000, max_bytes: usize::MAX })
     }
 
     fn push(log: &mut Log, user: &str, time_ms: u64) {
@@ -142,5 +160,25 @@ mod tests {
         log.trim(120_000);
         assert!(matches!(log.resume(Some("ep-3")), Resume::Reset { .. }));
         assert_eq!(log.resume(Some("ep-4")), Resume::From(4));
+    }
+
+    #[test]
+    fn history_is_bounded_by_bytes_too() {
+        let mut log = Log::new(
+            "ep".into(),
+            0,
+            0,
+            Vec::new(),
+            HistoryLimits { max_len: 100, max_age_ms: 60_000, max_bytes: 1000 },
+        );
+        for _ in 0..10 {
+            let to = Targets::default();
+            let seq = log.head + 1;
+            log.append(Arc::new(Message::new("ep", seq, 1, to, None, "x".repeat(200), false)));
+        }
+        assert!(log.bytes <= 1000, "{} bytes kept", log.bytes);
+        assert_eq!(log.entries.len(), 1000 / (200 + log.entries[0].frame.len()));
+        assert!(matches!(log.resume(Some("ep-1")), Resume::Reset { .. }), "what was dropped cannot be resumed from");
+        assert_eq!(log.resume(Some("ep-9")), Resume::From(9));
     }
 }

@@ -139,6 +139,7 @@ impl Hub {
             let limits = HistoryLimits {
                 max_len: app_config.limits.history_size,
                 max_age_ms: app_config.limits.history_age_secs.saturating_mul(1000),
+                max_bytes: app_config.limits.history_bytes,
             };
             let (opened, stream_id) = backbone.open_app(&app_config.id, limits).await?;
             let history = opened

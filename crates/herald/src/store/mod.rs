@@ -57,6 +57,8 @@ pub struct HistoryLimits {
     pub max_len: usize,
     /// Oldest message kept, in milliseconds.
     pub max_age_ms: u64,
+    /// Most bytes of messages kept in memory (payloads and their encoded frames).
+    pub max_bytes: usize,
 }
 
 /// The users a durable message is kept for, and until when.

@@ -519,7 +519,7 @@ mod tests {
     async fn the_unread_count_leaves_out_what_expired_before_any_sweep() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("h.db"), StoreSync::Normal, None).unwrap();
-        let limits = HistoryLimits { max_len: 10, max_age_ms: 60_000 };
+        let limits = HistoryLimits { max_len: 10, max_age_ms: 60_000, max_bytes: usize::MAX };
         store.open_app("a", limits).await.unwrap();
         let now = now_ms();
         for (seq, expires_ms) in [(1, now + 60_000), (2, now.saturating_sub(1))] {
