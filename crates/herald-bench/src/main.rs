@@ -68,6 +68,13 @@ enum Command {
         #[command(flatten)]
         args: scenarios::durable::DurableArgs,
     },
+    /// A healthy fleet measured quiet, under attack by hostile clients, and after (Herald only).
+    Adversarial {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: scenarios::adversarial::AdversarialArgs,
+    },
     /// Markdown table of medians and Herald/Nchan ratios from files of report JSON lines.
     Summarize {
         /// Report targets, one column each; the ratio column divides the first by the second.
@@ -113,6 +120,7 @@ async fn execute(command: Command) -> std::io::Result<()> {
         Command::PerUser { common, args } => scenarios::per_user::run(&common, &args).await?,
         Command::Reconnect { common, args } => scenarios::reconnect::run(&common, &args).await?,
         Command::Durable { common, args } => scenarios::durable::run(&common, &args).await?,
+        Command::Adversarial { common, args } => scenarios::adversarial::run(&common, &args).await?,
     };
     report.print();
     Ok(())

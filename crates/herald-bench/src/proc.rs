@@ -27,6 +27,29 @@ pub fn sample(pid: u32) -> std::io::Result<Sample> {
     Ok(total)
 }
 
+/// Open file descriptors of `pid` (its own, not its children's).
+pub fn open_fds(pid: u32) -> std::io::Result<u64> {
+    Ok(fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64)
+}
+
+/// The host's TCP socket memory in KiB (every socket's buffers, the load generator's too) and
+/// its orphaned sockets (closed by their process, still sending), from /proc/net/sockstat.
+pub fn tcp_sockstat() -> std::io::Result<(u64, u64)> {
+    let text = fs::read_to_string("/proc/net/sockstat")?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    parse_sockstat(&text)
+        .map(|(pages, orphans)| (pages * page / 1024, orphans))
+        .ok_or_else(|| std::io::Error::other("no TCP line in /proc/net/sockstat"))
+}
+
+/// TCP `mem` (pages) and `orphan`.
+fn parse_sockstat(text: &str) -> Option<(u64, u64)> {
+    let fields: Vec<&str> = text.lines().find_map(|l| l.strip_prefix("TCP:"))?.split_whitespace().collect();
+    let value = |name: &str| fields.chunks(2).find(|p| p[0] == name).and_then(|p| p.get(1)?.parse().ok());
+    Some((value("mem")?, value("orphan")?))
+}
+
 fn clock_ticks_per_sec() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -90,6 +113,12 @@ mod tests {
     }
 
     #[test]
+    fn sockstat() {
+        let text = "sockets: used 39\nTCP: inuse 12 orphan 3 tw 26841 alloc 15 mem 422\nUDP: inuse 0 mem 0\n";
+        assert_eq!(parse_sockstat(text), Some((422, 3)));
+    }
+
+    #[test]
     fn vm_rss() {
         assert_eq!(parse_vm_rss_kb("Name:\tx\nVmRSS:\t  10240 kB\n"), Some(10240));
     }
@@ -98,5 +127,6 @@ mod tests {
     fn own_process_is_sampled() {
         let s = sample(std::process::id()).unwrap();
         assert!(s.rss_kb > 0);
+        assert!(open_fds(std::process::id()).unwrap() >= 3);
     }
 }

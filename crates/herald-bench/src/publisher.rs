@@ -20,6 +20,9 @@ pub struct Plan {
     pub durable: bool,
     /// Messages per request: above 1, Herald's `/api/publish/batch` carries them.
     pub batch: usize,
+    /// Number of the first message on each stream, so that a later plan to the same
+    /// subscribers continues where an earlier one ended.
+    pub first: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -47,15 +50,15 @@ impl Published {
     }
 }
 
-/// Numbers each message on its stream: the channel, or the addressed user.
-fn number(to: &[To]) -> Vec<(To, u64)> {
+/// Numbers each message on its stream (the channel, or the addressed user) from `first`.
+fn number(to: &[To], first: u64) -> Vec<(To, u64)> {
     let mut per_user = std::collections::HashMap::new();
     to.iter()
         .enumerate()
         .map(|(i, &t)| match t {
-            To::Channel => (t, i as u64),
+            To::Channel => (t, first + i as u64),
             To::User(u) => {
-                let n = per_user.entry(u).or_insert(0u64);
+                let n = per_user.entry(u).or_insert(first);
                 *n += 1;
                 (t, *n - 1)
             }
@@ -64,7 +67,7 @@ fn number(to: &[To]) -> Vec<(To, u64)> {
 }
 
 pub async fn run(target: &Target, plan: Plan) -> Published {
-    let jobs: Rc<[(To, u64)]> = number(&plan.to).into();
+    let jobs: Rc<[(To, u64)]> = number(&plan.to, plan.first).into();
     let conns = plan.conns.max(1);
     let start = Instant::now();
     let mut total = Published { started_ns: crate::clock::unix_nanos(), ..Published::default() };
@@ -185,9 +188,11 @@ mod tests {
     #[test]
     fn numbers_run_per_stream() {
         let to = [To::User(1), To::User(2), To::User(1), To::User(1)];
-        let n: Vec<u64> = number(&to).into_iter().map(|(_, n)| n).collect();
+        let n: Vec<u64> = number(&to, 0).into_iter().map(|(_, n)| n).collect();
         assert_eq!(n, vec![0, 0, 1, 2]);
-        let ch = number(&[To::Channel, To::Channel]);
+        let ch = number(&[To::Channel, To::Channel], 0);
         assert_eq!(ch, vec![(To::Channel, 0), (To::Channel, 1)]);
+        let later: Vec<u64> = number(&to, 10).into_iter().map(|(_, n)| n).collect();
+        assert_eq!(later, vec![10, 10, 11, 12]);
     }
 }

@@ -75,8 +75,10 @@ async fn every_target_kind_crosses_nodes_exactly_once() {
     let to_channels = send_id(&a.base, json!({"channels": ["sports"]}), "channels").await;
     let both = send_id(&a.base, json!({"users": ["u1"], "sessions": ["s2"], "tenants": ["t1", "t2"]}), "both").await;
     let all = send(&a.base, json!({"all": true}), "all").await;
-    // `delivered` counts the connections of the node that took the publish: u3's only.
-    assert_eq!(all["delivered"], 1, "{all}");
+    // `delivered` counts every connection in the cluster that got it: u3's here, u1's and u2's
+    // on the other nodes, which report their counts to this one.
+    assert_eq!(all["delivered"], 3, "{all}");
+    assert_eq!(all.get("complete"), None, "every node reported: {all}");
     let all = all["id"].as_str().unwrap().to_string();
     let sentinel = send_id(&a.base, json!({"all": true}), "sentinel").await;
 
@@ -454,4 +456,31 @@ async fn publishing_fails_fast_while_redis_is_down_and_recovers_with_nothing_los
     // And live delivery works again across nodes.
     let after = send_id(&a.base, json!({"users": ["steady"]}), "after").await;
     assert_eq!(on_b.next_message().await.id, after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_counts_every_node_and_says_when_a_node_did_not_report_in_time() {
+    let redis = Redis::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (node(&redis, &dir, "a").await, node(&redis, &dir, "b").await, node(&redis, &dir, "c").await);
+    let query = format!("access_token={}&channel=news", token("n", json!({})));
+    let mut streams = Vec::new();
+    for base in [&a.base, &a.base, &b.base, &c.base] {
+        streams.push(Sse::connect(base, &query).await.0);
+    }
+    let answer = send(&a.base, json!({"channels": ["news"]}), "to all four").await;
+    assert_eq!(answer["delivered"], 4, "{answer}");
+    assert_eq!(answer.get("complete"), None, "{answer}");
+
+    // A frozen node is still live (its presence has not expired) but cannot report: the answer
+    // comes after the bounded wait, says so, and counts what the others reported.
+    let frozen = c.child.id().unwrap().to_string();
+    let stop = std::process::Command::new("kill").args(["-STOP", &frozen]).status().unwrap();
+    assert!(stop.success());
+    let answer = send(&a.base, json!({"channels": ["news"]}), "c is frozen").await;
+    let resumed = std::process::Command::new("kill").args(["-CONT", &frozen]).status().unwrap();
+    assert!(resumed.success());
+    assert_eq!(answer["delivered"], 3, "{answer}");
+    assert_eq!(answer["complete"], false, "{answer}");
+    assert_eq!(answer["unreported_nodes"], 1, "{answer}");
 }

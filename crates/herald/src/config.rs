@@ -37,6 +37,12 @@ pub struct Config {
     /// Seconds after which a node that stopped refreshing its presence (crashed) is dropped
     /// from every presence answer.
     pub presence_ttl_secs: u64,
+    /// The kernel send buffer of each accepted socket, in bytes (Linux doubles it for its own
+    /// bookkeeping); 0 leaves it to the kernel's autotuning.
+    pub send_buffer_bytes: usize,
+    /// Cluster: how long a publish waits for the other nodes to report how many connections
+    /// they handed the message to, in milliseconds; past it the answer says `complete: false`.
+    pub delivery_report_ms: u64,
     /// Seconds a client has to send a whole request head; a slower one is disconnected.
     pub head_timeout_secs: u64,
     /// Seconds a client has to send a whole request body once its head arrived; a slower one
@@ -65,6 +71,8 @@ impl Default for Config {
             store_max_bytes: None,
             redis_url: None,
             presence_ttl_secs: 15,
+            send_buffer_bytes: 64 * 1024,
+            delivery_report_ms: 100,
             head_timeout_secs: 10,
             body_timeout_secs: 30,
             tls_cert: None,

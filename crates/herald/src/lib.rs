@@ -9,15 +9,19 @@
 //!
 //! - [`hub`]: the heart of it. `registry` (sharded connections), `log` (sequence and history),
 //!   `outbox` (bounded per-connection queues), `publish`, `subscribe` (replay and the live seam),
-//!   `poll`, `directory` (who is online, kicks), `durable`, `presence` (feed and webhooks),
-//!   `bus` (a cluster node's side of Redis), `maintenance` (the one shared tick).
+//!   `poll`, `directory` (who is online, kicks), `durable`, `webhooks`, `held` (messages waiting
+//!   for a durable commit), `maintenance` (the shared tick and the sweeper), and `backbone`: one
+//!   trait for who sequences, stores and fans out — `Local` (a single node's store) or `Redis`
+//!   (a cluster) — so a topology is added without touching the rest of the hub.
+//! - [`presence`]: connections and their comings and goings, as plain data that the hub and
+//!   every backbone share.
 //! - [`sse`]: the `text/event-stream` encoder; each message is encoded once.
 //! - [`id`]: event ids `<epoch>-<seq>` that make resume exact.
 //! - [`auth`]: JWT verification bound to the configured key, and HMAC signatures.
 //! - [`store`]: persistence behind one trait — [`store::MemoryStore`], [`store::SqliteStore`].
 //! - [`http`]: the axum router: subscriber endpoints, the backend API, problem documents.
-//! - `cluster`: Redis as the backbone of many nodes — shared sequence, history stream,
-//!   durable inbox, pub/sub fan-out and presence.
+//! - `cluster`: the Redis side of the `Redis` backbone — shared sequence, history stream,
+//!   durable inbox, pub/sub fan-out and presence; it knows nothing of the hub.
 //! - [`server`]: HTTP/1.1 + HTTP/2 (+ TLS) serving and graceful shutdown.
 //! - [`config`]: configuration, validated with errors that name the key.
 //!
@@ -48,6 +52,7 @@ pub mod id;
 pub mod message;
 pub mod metrics;
 mod outbound;
+pub mod presence;
 pub mod server;
 pub mod sse;
 pub mod store;

@@ -80,8 +80,31 @@ pub struct Publish {
 pub struct Published {
     /// The SSE `id:` clients see; ids increase in publish order.
     pub id: String,
-    /// How many connections of this node the message was handed to.
+    /// How many connections the message was handed to, on every node of a cluster that
+    /// reported in time.
     pub delivered: usize,
+    /// `false` when some live nodes of a cluster did not report their count within
+    /// `delivery_report_ms`; `delivered` then counts only the nodes that did.
+    #[serde(skip_serializing_if = "is_true")]
+    pub complete: bool,
+    /// How many live nodes did not report in time.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unreported_nodes: usize,
+}
+
+impl Published {
+    /// The answer of a publish that every node has counted.
+    pub(crate) fn complete(id: String, delivered: usize) -> Self {
+        Self { id, delivered, complete: true, unreported_nodes: 0 }
+    }
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// A published message: what history keeps and what every recipient shares.

@@ -1,6 +1,7 @@
 //! The benchmark scenarios. Each one starts its own subscribers, drives the publisher, and
 //! returns a report; the server itself is started and stopped by the caller (`bench/compare`).
 
+pub mod adversarial;
 pub mod burst;
 pub mod durable;
 pub mod idle;
@@ -77,7 +78,7 @@ impl Common {
 
     /// Like [`Common::publish`], `batch` messages per request.
     pub async fn publish_batched(&self, to: Vec<To>, rate: Option<f64>, durable: bool, batch: usize) -> Published {
-        let plan = Plan { to, rate, conns: self.publish_conns, durable, batch };
+        let plan = Plan { to, rate, conns: self.publish_conns, durable, batch, first: 0 };
         publisher::run(&self.target, plan).await
     }
 }

@@ -35,6 +35,16 @@ pub(super) fn bus(app: &str) -> String {
     format!("herald:{app}:bus")
 }
 
+/// The pub/sub channel where other nodes report their delivery counts to `node`.
+pub(super) fn reports(app: &str, node: &str) -> String {
+    format!("herald:{app}:reports:{node}")
+}
+
+/// The app of this node's report channel name.
+pub(super) fn app_of_reports<'a>(channel: &'a str, node: &str) -> Option<&'a str> {
+    channel.strip_prefix("herald:")?.strip_suffix(node)?.strip_suffix(":reports:")
+}
+
 /// The app of a bus channel name.
 pub(super) fn app_of_bus(channel: &str) -> Option<&str> {
     channel.strip_prefix("herald:")?.strip_suffix(":bus")

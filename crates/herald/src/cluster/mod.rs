@@ -40,8 +40,8 @@ use tokio::sync::mpsc;
 
 pub(crate) use inbox::{Record, RedisInbox};
 
-use crate::hub::{ConnectionInfo, PresenceEvent, PresenceKind};
 use crate::message::Targets;
+use crate::presence::{ConnectionInfo, Kick, PresenceEvent, PresenceKind};
 use crate::store::{DurableFor, HistoryLimits, Opened, StoreError, StoredMessage};
 
 /// How long a command may take before Redis counts as unreachable.
@@ -59,6 +59,9 @@ pub(crate) fn unavailable(e: redis::RedisError) -> StoreError {
 /// A message as it travels on the bus and sits in the history stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct WireMessage {
+    /// The node that took the publish: the others report their delivery count to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) origin: Option<String>,
     pub(crate) time_ms: u64,
     pub(crate) targets: Targets,
     pub(crate) event: Option<String>,
@@ -68,7 +71,7 @@ pub(crate) struct WireMessage {
 
 impl From<StoredMessage> for WireMessage {
     fn from(m: StoredMessage) -> Self {
-        Self { time_ms: m.time_ms, targets: m.targets, event: m.event, data: m.data, durable: m.durable }
+        Self { origin: None, time_ms: m.time_ms, targets: m.targets, event: m.event, data: m.data, durable: m.durable }
     }
 }
 
@@ -82,16 +85,10 @@ pub(crate) enum BusEvent {
     Presence { app: String, event: PresenceEvent },
     /// Close connections on whichever node holds them.
     Kick { app: String, kick: Kick },
+    /// Other nodes' delivery counts of messages this node published: `(seq, count)`.
+    Reports { app: String, counts: Vec<(u64, usize)> },
     /// The consumer (re)subscribed: anything published meanwhile must be read from the stream.
     Resubscribed,
-}
-
-/// A kick sent to every node.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Kick {
-    pub(crate) user: Option<String>,
-    pub(crate) connection: Option<String>,
-    pub(crate) reason: Option<String>,
 }
 
 /// A handle on the cluster's Redis.
@@ -101,7 +98,17 @@ pub(crate) struct Cluster {
     conn: ConnectionManager,
     presence_ttl: Duration,
     presence: mpsc::UnboundedSender<(String, PresenceEvent)>,
+    /// Delivery counts on their way to the nodes that published the messages.
+    reports: mpsc::UnboundedSender<Report>,
     pub(crate) inbox: Arc<RedisInbox>,
+}
+
+/// One node's delivery count of one message, for the node that published it.
+struct Report {
+    app: String,
+    origin: String,
+    seq: u64,
+    delivered: usize,
 }
 
 impl Cluster {
@@ -122,6 +129,7 @@ impl Cluster {
             .map_err(|_| StoreError::Unavailable(format!("no answer from Redis at `{url}`")))?
             .map_err(unavailable)?;
         let (presence, rx) = mpsc::unbounded_channel();
+        let (reports, reports_rx) = mpsc::unbounded_channel();
         let cluster = Arc::new(Self {
             node,
             client,
@@ -129,8 +137,10 @@ impl Cluster {
             conn,
             presence_ttl,
             presence,
+            reports,
         });
         tokio::spawn(cluster.clone().write_presence(rx, apps));
+        tokio::spawn(cluster.clone().send_reports(reports_rx));
         Ok(cluster)
     }
 
@@ -247,6 +257,42 @@ impl Cluster {
     pub(crate) async fn broadcast_kick(&self, app: &str, kick: &Kick) -> Result<(), StoreError> {
         let payload = format!("k {}", serde_json::to_string(kick).unwrap_or_default());
         self.conn.clone().publish(keys::bus(app), payload).await.map_err(unavailable)
+    }
+
+    /// Live nodes other than this one: how many delivery reports a publish waits for.
+    pub(crate) async fn peers(&self) -> Result<usize, StoreError> {
+        let alive_since = crate::message::now_ms().saturating_sub(self.presence_ttl.as_millis() as u64);
+        let nodes: Vec<String> =
+            self.conn.clone().zrangebyscore(keys::NODES, alive_since, "+inf").await.map_err(unavailable)?;
+        Ok(nodes.iter().filter(|n| **n != *self.node).count())
+    }
+
+    /// Tells the node that published message `seq` how many connections here got it. Never
+    /// waits: reports go out from their own task, batched per node.
+    pub(crate) fn report(&self, app: &str, origin: &str, seq: u64, delivered: usize) {
+        let report = Report { app: app.to_string(), origin: origin.to_string(), seq, delivered };
+        let _ = self.reports.send(report);
+    }
+
+    /// Sends queued reports: everything waiting at each wake-up, one line per report and one
+    /// PUBLISH per (app, node), pipelined.
+    async fn send_reports(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Report>) {
+        let mut conn = self.conn.clone();
+        let mut batch = Vec::new();
+        while rx.recv_many(&mut batch, 4096).await > 0 {
+            let mut lines: HashMap<(String, String), String> = HashMap::new();
+            for r in batch.drain(..) {
+                let line = lines.entry((r.app, r.origin)).or_default();
+                line.push_str(&format!("{} {}\n", r.seq, r.delivered));
+            }
+            let mut pipe = redis::pipe();
+            for ((app, origin), text) in lines {
+                pipe.publish(keys::reports(&app, &origin), format!("r {text}"));
+            }
+            if let Err(error) = pipe.query_async::<()>(&mut conn).await {
+                tracing::debug!(%error, "Could not send delivery reports.");
+            }
+        }
     }
 
     /// Records a local connection's arrival or departure for the other nodes.
@@ -394,6 +440,7 @@ impl Cluster {
             .map_err(|_| redis::RedisError::from((redis::ErrorKind::IoError, "timed out connecting to Redis")))??;
         for app in apps {
             pubsub.subscribe(keys::bus(app)).await?;
+            pubsub.subscribe(keys::reports(app, &self.node)).await?;
         }
         if tx.send(BusEvent::Resubscribed).await.is_err() {
             return Ok(());
@@ -402,7 +449,10 @@ impl Cluster {
         *backoff = FIRST_BACKOFF;
         let mut messages = pubsub.into_on_message();
         while let Some(msg) = messages.next().await {
-            let Some(app) = keys::app_of_bus(msg.get_channel_name()) else { continue };
+            let channel = msg.get_channel_name();
+            let Some(app) = keys::app_of_bus(channel).or_else(|| keys::app_of_reports(channel, &self.node)) else {
+                continue;
+            };
             let Some(event) = parse(app, msg.get_payload_bytes(), &self.node) else { continue };
             if tx.send(event).await.is_err() {
                 return Ok(());
@@ -435,6 +485,16 @@ fn parse(app: &str, payload: &[u8], own_node: &str) -> Option<BusEvent> {
                 .then(|| serde_json::from_str(json).ok().map(|event| BusEvent::Presence { app, event }))?
         }
         "k" => Some(BusEvent::Kick { app, kick: serde_json::from_str(rest).ok()? }),
+        "r" => {
+            let counts = rest
+                .lines()
+                .filter_map(|line| {
+                    let (seq, n) = line.split_once(' ')?;
+                    Some((seq.parse().ok()?, n.parse().ok()?))
+                })
+                .collect();
+            Some(BusEvent::Reports { app, counts })
+        }
         _ => None,
     }
 }

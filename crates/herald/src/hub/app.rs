@@ -10,21 +10,21 @@ use parking_lot::Mutex;
 use serde_json::json;
 use tokio::sync::{broadcast, watch};
 
-use super::bus::Applied;
+use super::backbone::{Applied, Backbone};
 use super::conn::{parse_public_id, Conn};
 use super::held::Held;
 use super::log::Log;
 use super::outbox::CloseReason;
-use super::presence::{PresenceEvent, PresenceKind, Webhooks};
 use super::registry::Registry;
 use super::subscribe::unread_frame;
+use super::webhooks::Webhooks;
 use crate::auth::Verifier;
-use crate::cluster::Cluster;
 use crate::config::AppConfig;
 use crate::message::Message;
 use crate::metrics::{add, Metrics};
+use crate::presence::{PresenceEvent, PresenceKind};
 use crate::sse;
-use crate::store::{HistoryLimits, Inbox, Store, UnreadChange};
+use crate::store::{HistoryLimits, Inbox, UnreadChange};
 
 /// One app: its configuration, its connections, its log and what persists it.
 pub(crate) struct App {
@@ -47,7 +47,7 @@ pub(crate) struct App {
     pub(crate) presence: broadcast::Sender<PresenceEvent>,
     pub(crate) webhooks: Option<Webhooks>,
     /// Who sequences and persists this app's messages.
-    pub(crate) backbone: Backbone,
+    pub(crate) backbone: Arc<dyn Backbone>,
     /// Where durable messages wait for their users.
     pub(crate) inbox: Arc<dyn Inbox>,
     /// Cluster only: what this node has applied from the bus.
@@ -56,14 +56,6 @@ pub(crate) struct App {
     pub(crate) node: Arc<str>,
     pub(crate) retry_ms: u64,
     pub(crate) heartbeat_ms: u64,
-}
-
-/// Who sequences, persists and fans out messages.
-pub(crate) enum Backbone {
-    /// This node alone, with its own store.
-    Local(Arc<dyn Store>),
-    /// Redis, for every node of the cluster.
-    Cluster(Arc<Cluster>),
 }
 
 impl App {
@@ -138,7 +130,7 @@ impl App {
     pub(crate) fn announce(&self, kind: PresenceKind, conn: &Conn) {
         // Building the event costs allocations on every connect; skip it when nobody listens.
         let feed = self.presence.receiver_count() > 0;
-        if !feed && self.webhooks.is_none() && matches!(self.backbone, Backbone::Local(_)) {
+        if !feed && self.webhooks.is_none() && !self.backbone.shares_presence() {
             return;
         }
         let event = PresenceEvent {
@@ -147,9 +139,7 @@ impl App {
             connection: conn.info(),
             at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         };
-        if let Backbone::Cluster(cluster) = &self.backbone {
-            cluster.presence_changed(&self.id, event.clone());
-        }
+        self.backbone.presence_changed(&self.id, &event);
         if let Some(webhooks) = &self.webhooks {
             if let Ok(body) = serde_json::to_vec(&event) {
                 webhooks.send(body.into(), &self.metrics);

@@ -4,10 +4,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use serde::Serialize;
-
 use super::outbox::Outbox;
 use crate::message::Identity;
+use crate::presence::ConnectionInfo;
 
 /// Where a connection came from, for presence answers.
 #[derive(Debug, Clone)]
@@ -56,45 +55,10 @@ impl Conn {
     }
 }
 
-impl ConnectionInfo {
-    /// The addressable identity this connection had.
-    pub(crate) fn identity(&self) -> Identity {
-        Identity {
-            user: self.user.as_deref().map(Into::into),
-            tenant: self.tenant.as_deref().map(Into::into),
-            session: self.session.as_deref().map(Into::into),
-            channels: self.channels.iter().map(|c| c.as_str().into()).collect(),
-        }
-    }
-}
-
 /// Parses a public connection id into its node and number.
 pub(crate) fn parse_public_id(id: &str) -> Option<(&str, u64)> {
     let (node, n) = id.rsplit_once('-')?;
     Some((node, u64::from_str_radix(n, 16).ok()?))
-}
-
-/// One connection, as the presence API and webhooks describe it.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct ConnectionInfo {
-    /// Connection id, unique in the cluster.
-    pub id: String,
-    /// `sub` of its token.
-    pub user: Option<String>,
-    /// `tenant` of its token.
-    pub tenant: Option<String>,
-    /// `sid` of its token.
-    pub session: Option<String>,
-    /// Channels it joined.
-    pub channels: Vec<String>,
-    /// What the client called itself with `client_id=`.
-    pub client_id: Option<String>,
-    /// Remote address and port.
-    pub remote_addr: String,
-    /// `User-Agent` header.
-    pub user_agent: Option<String>,
-    /// When it connected, RFC 3339 in UTC.
-    pub connected_at: String,
 }
 
 /// Formats a time as RFC 3339 UTC with seconds (`2026-11-21T11:38:25Z`).

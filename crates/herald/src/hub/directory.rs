@@ -3,12 +3,10 @@
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use super::app::{App, Backbone};
-use super::conn::ConnectionInfo;
-use super::presence::PresenceEvent;
+use super::app::App;
 use super::{Hub, Page};
-use crate::cluster::Kick;
 use crate::error::Error;
+use crate::presence::{ConnectionInfo, Kick, PresenceEvent};
 
 /// An online user and how many connections it holds.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -33,10 +31,7 @@ pub struct ConnectionFilter {
 impl Hub {
     /// The connections other cluster nodes hold (none for a single node).
     async fn remote(&self, app: &App) -> Result<Vec<ConnectionInfo>, Error> {
-        match &app.backbone {
-            Backbone::Local(_) => Ok(Vec::new()),
-            Backbone::Cluster(cluster) => Ok(cluster.remote_connections(&app.id).await?),
-        }
+        Ok(app.backbone.remote_connections(&app.id).await?)
     }
 
     /// Online users, ordered by id, `limit` at a time after `cursor`; cluster-wide.
@@ -123,12 +118,10 @@ impl Hub {
     pub async fn kick_user(&self, app: &str, user: &str, reason: Option<&str>) -> Result<usize, Error> {
         let app = self.app(app)?;
         let mut kicked = app.kick_local(Some(user), None, reason);
-        if let Backbone::Cluster(cluster) = &app.backbone {
-            kicked +=
-                cluster.remote_connections(&app.id).await?.iter().filter(|c| c.user.as_deref() == Some(user)).count();
-            let kick = Kick { user: Some(user.to_string()), connection: None, reason: reason.map(str::to_owned) };
-            cluster.broadcast_kick(&app.id, &kick).await?;
-        }
+        let remote = app.backbone.remote_connections(&app.id).await?;
+        kicked += remote.iter().filter(|c| c.user.as_deref() == Some(user)).count();
+        let kick = Kick { user: Some(user.to_string()), connection: None, reason: reason.map(str::to_owned) };
+        app.backbone.kick_remote(&app.id, kick).await?;
         Ok(kicked)
     }
 
@@ -142,13 +135,10 @@ impl Hub {
         if app.kick_local(None, Some(connection), reason) == 1 {
             return Ok(());
         }
-        if let Backbone::Cluster(cluster) = &app.backbone {
-            if cluster.remote_connections(&app.id).await?.iter().any(|c| c.id == connection) {
-                let kick =
-                    Kick { user: None, connection: Some(connection.to_string()), reason: reason.map(str::to_owned) };
-                cluster.broadcast_kick(&app.id, &kick).await?;
-                return Ok(());
-            }
+        if app.backbone.remote_connections(&app.id).await?.iter().any(|c| c.id == connection) {
+            let kick = Kick { user: None, connection: Some(connection.to_string()), reason: reason.map(str::to_owned) };
+            app.backbone.kick_remote(&app.id, kick).await?;
+            return Ok(());
         }
         Err(Error::NotFound(format!("there is no open connection `{connection}`")))
     }

@@ -17,8 +17,8 @@
 //!    error reached nobody (`held`). Then its users hear their unread count.
 
 mod app;
+mod backbone;
 mod body;
-mod bus;
 mod conn;
 mod directory;
 mod durable;
@@ -27,10 +27,10 @@ mod log;
 mod maintenance;
 mod outbox;
 mod poll;
-mod presence;
 mod publish;
 mod registry;
 mod subscribe;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,18 +41,18 @@ use parking_lot::Mutex;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-pub use conn::ConnectionInfo;
+pub use crate::presence::{ConnectionInfo, PresenceEvent, PresenceKind};
 pub use directory::{ConnectionFilter, OnlineUser};
 pub use poll::{PollAnswer, PolledEvent};
-pub use presence::{PresenceEvent, PresenceKind};
 pub use subscribe::SubscribeRequest;
 
-use app::{App, Backbone};
+use app::App;
+use backbone::{Backbone, Local, Redis};
 pub(crate) use body::StreamBody;
 use log::Log;
 use outbox::CloseReason;
-use presence::Webhooks;
 use registry::Registry;
+use webhooks::Webhooks;
 
 use crate::auth::{key_digest, Verifier};
 use crate::cluster::Cluster;
@@ -70,15 +70,15 @@ pub struct Hub {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     apps: HashMap<String, Arc<App>>,
     by_key: HashMap<[u8; 32], Arc<App>>,
     config: Config,
     metrics: Arc<Metrics>,
     /// Durable messages of every app (swept on the maintenance tick).
     inbox: Arc<dyn Inbox>,
-    /// A single node's store, flushed at shutdown.
-    store: Option<Arc<dyn Store>>,
+    /// Who sequences, persists and fans out; flushed at shutdown.
+    backbone: Arc<dyn Backbone>,
     next_conn: AtomicU64,
     /// When the sweeper should next run: the earliest known expiry of an unread message.
     next_expiry: watch::Sender<u64>,
@@ -108,7 +108,8 @@ impl Hub {
             let apps = config.all_apps().map(|(_, a)| a.id.clone()).collect();
             let ttl = Duration::from_secs(config.presence_ttl_secs);
             let cluster = Cluster::connect(url, node.clone(), apps, ttl).await?;
-            return Self::start(config, Persistence::Cluster(cluster), node).await;
+            let report_wait = Duration::from_millis(config.delivery_report_ms);
+            return Self::start(config, Arc::new(Redis::new(cluster, report_wait)), node).await;
         }
         let store: Arc<dyn Store> = match config.store {
             StoreKind::Memory => Arc::new(MemoryStore::new()),
@@ -116,7 +117,7 @@ impl Hub {
                 Arc::new(SqliteStore::open(&config.store_path, config.store_sync, config.store_max_bytes)?)
             }
         };
-        Self::start(config, Persistence::Local(store), node).await
+        Self::start(config, Arc::new(Local::new(store)), node).await
     }
 
     /// Starts a single-node hub on a store of the caller's choosing.
@@ -125,10 +126,10 @@ impl Hub {
     ///
     /// An invalid configuration, or a store that cannot open an app.
     pub async fn with_store(config: Config, store: Arc<dyn Store>) -> Result<Self, crate::StartError> {
-        Self::start(config, Persistence::Local(store), id::random_token(6).into()).await
+        Self::start(config, Arc::new(Local::new(store)), id::random_token(6).into()).await
     }
 
-    async fn start(config: Config, persistence: Persistence, node: Arc<str>) -> Result<Self, crate::StartError> {
+    async fn start(config: Config, backbone: Arc<dyn Backbone>, node: Arc<str>) -> Result<Self, crate::StartError> {
         config.validate()?;
         let metrics = Arc::new(Metrics::default());
         let mut apps = HashMap::new();
@@ -139,16 +140,7 @@ impl Hub {
                 max_len: app_config.limits.history_size,
                 max_age_ms: app_config.limits.history_age_secs.saturating_mul(1000),
             };
-            let (opened, stream_id, backbone, inbox) = match &persistence {
-                Persistence::Local(store) => {
-                    let opened = store.open_app(&app_config.id, limits).await?;
-                    (opened, None, Backbone::Local(store.clone()), store.clone() as Arc<dyn Inbox>)
-                }
-                Persistence::Cluster(cluster) => {
-                    let (opened, stream_id) = cluster.open_app(&app_config.id, limits).await?;
-                    (opened, stream_id, Backbone::Cluster(cluster.clone()), cluster.inbox.clone() as Arc<dyn Inbox>)
-                }
-            };
+            let (opened, stream_id) = backbone.open_app(&app_config.id, limits).await?;
             let history = opened
                 .history
                 .into_iter()
@@ -171,9 +163,9 @@ impl Hub {
                 next_expiry: next_expiry.clone(),
                 presence: broadcast::Sender::new(1024),
                 webhooks,
-                backbone,
-                inbox,
-                applied: Mutex::new(bus::Applied { stream_id, ..Default::default() }),
+                backbone: backbone.clone(),
+                inbox: backbone.inbox(),
+                applied: Mutex::new(backbone::Applied::at(stream_id)),
                 metrics: metrics.clone(),
                 node: node.clone(),
                 retry_ms: config.retry_ms,
@@ -184,17 +176,13 @@ impl Hub {
             }
             apps.insert(app.id.clone(), app);
         }
-        let (inbox, store, cluster) = match persistence {
-            Persistence::Local(store) => (store.clone() as Arc<dyn Inbox>, Some(store), None),
-            Persistence::Cluster(cluster) => (cluster.inbox.clone() as Arc<dyn Inbox>, None, Some(cluster)),
-        };
         let hub = Self {
             inner: Arc::new(Inner {
                 apps,
                 by_key,
                 metrics,
-                inbox,
-                store,
+                inbox: backbone.inbox(),
+                backbone: backbone.clone(),
                 next_conn: AtomicU64::new(1),
                 next_expiry,
                 shutdown: CancellationToken::new(),
@@ -203,10 +191,7 @@ impl Hub {
         };
         hub.spawn_maintenance();
         hub.spawn_sweeper();
-        if let Some(cluster) = cluster {
-            let bus = cluster.consume(hub.inner.apps.keys().cloned().collect());
-            tokio::spawn(bus::apply_bus(Arc::downgrade(&hub.inner), bus, cluster));
-        }
+        backbone.start(Arc::downgrade(&hub.inner));
         Ok(hub)
     }
 
@@ -310,10 +295,8 @@ impl Hub {
 
     /// Waits until everything the store has queued (history of recent publishes) is on disk.
     pub async fn flush(&self) {
-        if let Some(store) = &self.inner.store {
-            if let Err(error) = store.flush().await {
-                tracing::error!(%error, "Could not flush the store.");
-            }
+        if let Err(error) = self.inner.backbone.flush().await {
+            tracing::error!(%error, "Could not flush the store.");
         }
     }
 
@@ -321,10 +304,4 @@ impl Hub {
     pub fn shutting_down(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
         self.inner.shutdown.cancelled()
     }
-}
-
-/// What a hub persists through.
-enum Persistence {
-    Local(Arc<dyn Store>),
-    Cluster(Arc<Cluster>),
 }

@@ -1,23 +1,14 @@
-//! Publishing: validation, sequencing, delivery, and waiting for the disk or the cluster bus.
-//! The order of the steps, and why, is in the `hub` module docs.
+//! Publishing: validation, and the hand-over to the app's backbone, which sequences, stores and
+//! delivers. The order of the steps, and why, is in the `hub` module docs.
 
 use std::sync::Arc;
 
-use super::app::{App, Backbone};
-use super::bus::BUS_ROUND_TRIP;
-use super::conn::ConnectionInfo;
-use crate::cluster::{Cluster, Record, WireMessage};
+use super::app::App;
 use crate::error::Error;
-use crate::message::{now_ms, Message, Publish, Published, Targets};
-use crate::metrics::add;
+use crate::message::{now_ms, Publish, Published, Targets};
+use crate::presence::ConnectionInfo;
 use crate::sse;
-use crate::store::{DurableFor, Store, StoreError, UnreadChange};
-
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-
-/// Deliveries up to which a publisher yields so that the streams write first.
-const FEW: usize = 8;
+use crate::store::{DurableFor, UnreadChange};
 
 impl App {
     /// Checks a publish against the app's rules; nothing is sent when this fails.
@@ -74,153 +65,24 @@ impl App {
         Ok(())
     }
 
-    /// Publishes a validated message. See the module docs of `hub` for the order of steps.
+    /// Publishes a validated message through the app's backbone.
     pub(crate) async fn publish(self: &Arc<Self>, p: Publish) -> Result<Published, Error> {
-        match &self.backbone {
-            Backbone::Local(store) => self.stage_local(store.as_ref(), p).await?.finish().await,
-            Backbone::Cluster(cluster) => self.publish_clustered(cluster, p).await,
-        }
+        self.backbone.publish(self, vec![p]).await.pop().expect("one answer per message")
     }
 
-    /// Publishes validated messages in order. On a single node every message is sequenced and
-    /// enqueued before any commit is awaited, so a batch of durable messages costs one group
-    /// commit rather than one each.
+    /// Publishes validated messages in order.
     pub(crate) async fn publish_many(self: &Arc<Self>, batch: Vec<Publish>) -> Vec<Result<Published, Error>> {
-        let mut answers = Vec::with_capacity(batch.len());
-        match &self.backbone {
-            Backbone::Local(store) => {
-                let mut staged = Vec::with_capacity(batch.len());
-                for p in batch {
-                    staged.push(self.stage_local(store.as_ref(), p).await);
-                }
-                for staged in staged {
-                    answers.push(match staged {
-                        Ok(staged) => staged.finish().await,
-                        Err(e) => Err(e),
-                    });
-                }
-            }
-            Backbone::Cluster(cluster) => {
-                for p in batch {
-                    answers.push(self.publish_clustered(cluster, p).await);
-                }
-            }
-        }
-        answers
-    }
-
-    /// Sequences a message and enqueues it to the store. A non-durable message with nothing held
-    /// ahead of it is delivered at once; otherwise it is held (see `held`) until everything
-    /// before it, and itself when durable, is committed.
-    async fn stage_local(self: &Arc<Self>, store: &dyn Store, p: Publish) -> Result<Staged, Error> {
-        let durable = p.durable.then(|| self.durable_recipients(&p, Vec::new()));
-        let Publish { to, event, data, durable: is_durable, .. } = p;
-        let turn = self.turn.lock().await;
-        let (message, commit, hold) = {
-            let mut log = self.log.lock();
-            let seq = log.assigned + 1;
-            let message = Arc::new(Message::new(&log.epoch, seq, now_ms(), to, event, data, is_durable));
-            // Enqueued before anyone can see the message, so an ack never overtakes its insert.
-            let commit = store
-                .append(&self.id, message.clone(), durable)
-                .inspect_err(|_| add(&self.metrics.store_errors_total, 1))?;
-            log.assigned = seq;
-            let mut held = self.held.lock();
-            let hold = (is_durable || !held.is_empty()).then(|| held.push(message.clone()));
-            if hold.is_none() {
-                log.append(message.clone());
-            }
-            (message, commit, hold)
-        };
-        let id = message.id.clone();
-        let Some(delivered) = hold else {
-            let delivered = self.deliver(&message);
-            drop(turn);
-            self.head.send_replace(message.seq);
-            if (1..=FEW).contains(&delivered) {
-                // Let the few streams just woken write before this task answers its publisher.
-                tokio::task::yield_now().await;
-            }
-            // A non-durable publish does not wait for the disk; the store logs a failed write.
-            return Ok(Staged::Delivered(Published { id, delivered }));
-        };
-        drop(turn);
-        // Its own task, so that a publisher that goes away cannot leave the queue stuck.
-        let committed = is_durable.then(|| {
-            let app = self.clone();
-            tokio::spawn(async move {
-                let outcome = commit.await;
-                app.held.lock().settle(message.seq, outcome.is_ok());
-                app.release_held().await;
-                outcome
-            })
-        });
-        Ok(Staged::Held { id, delivered, committed, app: self.clone() })
-    }
-
-    /// Delivers, in order, every held message that may go now.
-    async fn release_held(&self) {
-        let turn = self.turn.lock().await;
-        let mut head = None;
-        loop {
-            let Some((message, publisher)) = self.held.lock().next_ready() else { break };
-            self.log.lock().append(message.clone());
-            let _ = publisher.send(self.deliver(&message));
-            head = Some(message.seq);
-        }
-        drop(turn);
-        if let Some(seq) = head {
-            self.head.send_replace(seq);
-        }
-    }
-
-    async fn publish_clustered(&self, cluster: &Cluster, p: Publish) -> Result<Published, Error> {
-        let durable = match p.durable {
-            true => {
-                let remote = cluster
-                    .remote_connections(&self.id)
-                    .await
-                    .inspect_err(|_| add(&self.metrics.store_errors_total, 1))?;
-                Some(self.durable_recipients(&p, remote))
-            }
-            false => None,
-        };
-        let time_ms = now_ms();
-        let record = durable.as_ref().map(|d| Record {
-            event: p.event.clone(),
-            data: p.data.clone(),
-            created_ms: time_ms,
-            expires_ms: d.expires_ms,
-        });
-        let wire = WireMessage { time_ms, targets: p.to, event: p.event, data: p.data, durable: p.durable };
-        let mut head = self.head.subscribe();
-        let seq = cluster
-            .publish(&self.id, &wire, durable.as_ref().zip(record), self.history_limits())
-            .await
-            .inspect_err(|_| add(&self.metrics.store_errors_total, 1))?;
-        // The message comes back on the bus to every node, this one included.
-        let _ = tokio::time::timeout(BUS_ROUND_TRIP, head.wait_for(|h| *h >= seq)).await;
-        let delivered = self.applied.lock().delivered.iter().find(|(s, _)| *s == seq).map_or(0, |(_, n)| *n);
-        let epoch = self.log.lock().epoch.clone();
-        Ok(Published { id: crate::id::format(&epoch, seq, wire.durable), delivered })
+        self.backbone.publish(self, batch).await
     }
 
     /// Tells users, on whichever node, that their unread count changed.
     pub(crate) async fn unread_changed(&self, changes: &[UnreadChange]) {
-        match &self.backbone {
-            Backbone::Local(_) => self.notify_unread(changes),
-            Backbone::Cluster(cluster) => {
-                let pairs: Vec<(String, u64)> = changes.iter().map(|c| (c.user.clone(), c.unread)).collect();
-                if let Err(error) = cluster.broadcast_unread(&self.id, &pairs).await {
-                    tracing::warn!(%error, "Could not announce unread counts to the cluster.");
-                }
-            }
-        }
+        self.backbone.unread_changed(self, changes).await;
     }
 
     /// Resolves a durable publish to user ids: users as named, sessions, tenants and `all`
     /// through the connections open now (Herald keeps no user registry).
-    fn durable_recipients(&self, p: &Publish, remote: Vec<ConnectionInfo>) -> DurableFor {
+    pub(crate) fn durable_recipients(&self, p: &Publish, remote: Vec<ConnectionInfo>) -> DurableFor {
         let mut users = p.to.users.clone();
         let indirect = Targets { users: Vec::new(), ..p.to.clone() };
         if !indirect.is_empty() {
@@ -235,39 +97,5 @@ impl App {
         let expires_ms = now_ms().saturating_add(ttl.saturating_mul(1000));
         super::maintenance::expires_at(&self.next_expiry, expires_ms);
         DurableFor { users, expires_ms }
-    }
-}
-
-/// A message sequenced, and delivered or held.
-enum Staged {
-    /// Delivered already; a non-durable publish does not wait for the disk.
-    Delivered(Published),
-    /// Waiting behind a commit, its own when durable.
-    Held {
-        id: String,
-        delivered: oneshot::Receiver<usize>,
-        committed: Option<JoinHandle<Result<Vec<UnreadChange>, StoreError>>>,
-        app: Arc<App>,
-    },
-}
-
-impl Staged {
-    /// Waits until the message is delivered; a durable one is committed before that, and its
-    /// users then hear their unread count. A failed commit is the publish's error, and the
-    /// message reached nobody.
-    async fn finish(self) -> Result<Published, Error> {
-        let (id, delivered, committed, app) = match self {
-            Self::Delivered(published) => return Ok(published),
-            Self::Held { id, delivered, committed, app } => (id, delivered, committed, app),
-        };
-        if let Some(committed) = committed {
-            let outcome = committed.await.map_err(|e| StoreError::Failed(e.to_string()))?;
-            let changes = outcome.inspect_err(|_| add(&app.metrics.store_errors_total, 1))?;
-            app.notify_unread(&changes);
-        }
-        // Sent once everything ahead is committed (or failed): the sender is never dropped
-        // unsent while this message is still queued.
-        let delivered = delivered.await.unwrap_or(0);
-        Ok(Published { id, delivered })
     }
 }

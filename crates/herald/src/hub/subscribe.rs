@@ -8,18 +8,17 @@ use bytes::Bytes;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::app::{App, Backbone};
+use super::app::App;
 use super::body::StreamBody;
-use super::bus::BUS_ROUND_TRIP;
 use super::conn::{Conn, ConnMeta};
 use super::log::Resume;
 use super::outbox::Outbox;
-use super::presence::PresenceKind;
 use super::registry::Refused;
 use crate::auth::{Claims, TokenError};
 use crate::error::Error;
 use crate::message::{Identity, Message};
 use crate::metrics::add;
+use crate::presence::PresenceKind;
 use crate::sse;
 use crate::store::UserMessage;
 
@@ -144,12 +143,9 @@ impl App {
 
     /// What a client continuing from `last_event_id` receives before the live stream.
     pub(crate) async fn start(&self, who: &Identity, last_event_id: Option<&str>) -> Start {
-        if let (Backbone::Cluster(_), Some(id)) = (&self.backbone, last_event_id.and_then(crate::id::EventId::parse)) {
-            // A client that moved nodes may have seen a message this node has not applied yet:
-            // wait for the bus to bring it rather than tell the client to reset.
-            let mut head = self.head.subscribe();
-            if id.epoch == self.log.lock().epoch && id.seq > *head.borrow() {
-                let _ = tokio::time::timeout(BUS_ROUND_TRIP, head.wait_for(|h| *h >= id.seq)).await;
+        if let Some(id) = last_event_id.and_then(crate::id::EventId::parse) {
+            if id.epoch == self.log.lock().epoch {
+                self.backbone.wait_for(self, id.seq).await;
             }
         }
         // Taking the turn means no message is between its append and its delivery right now.

@@ -108,6 +108,7 @@ async fn run(
     direct: bool,
 ) -> std::io::Result<()> {
     let tasks = TaskTracker::new();
+    let send_buffer = Some(hub.config().send_buffer_bytes).filter(|&b| b > 0);
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(hub.config().head_timeout());
     builder.http2().timer(TokioTimer::new()).keep_alive_interval(Duration::from_secs(30));
@@ -134,6 +135,12 @@ async fn run(
                 }
             };
             let _ = stream.set_nodelay(true);
+            if let Some(bytes) = send_buffer {
+                // Bounds what a client that stops reading holds in the kernel, beside the
+                // stream's own queue: without it the buffer grows to `tcp_wmem`'s maximum
+                // (megabytes) per stalled socket, and every message is copied into each.
+                let _ = socket2::SockRef::from(&stream).set_send_buffer_size(bytes);
+            }
             let conn = Connection {
                 builder: builder.clone(),
                 router: router.clone(),

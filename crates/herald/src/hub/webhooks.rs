@@ -1,45 +1,19 @@
-//! Comings and goings, told to the backend two ways: an in-process broadcast that feeds
-//! `GET /api/presence`, and signed webhooks. Neither ever holds up delivery: the broadcast
-//! drops for a lagging reader, and webhooks go through a bounded queue to their own task.
+//! Comings and goings told to the backend by signed webhooks, through a bounded queue to their
+//! own task, so they never hold up delivery. (The in-process feed of `GET /api/presence` is a
+//! broadcast that drops for a lagging reader.)
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::conn::ConnectionInfo;
 use crate::metrics::{add, Metrics};
 
 /// Webhooks waiting beyond this are dropped (and counted) rather than queued without bound.
 const WEBHOOK_QUEUE: usize = 10_000;
 const WEBHOOK_ATTEMPTS: u32 = 6;
-
-/// Whether a connection came or went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PresenceKind {
-    /// A stream opened.
-    Connect,
-    /// A stream closed.
-    Disconnect,
-}
-
-/// One coming or going.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PresenceEvent {
-    /// `connect` or `disconnect`.
-    #[serde(rename = "type")]
-    pub kind: PresenceKind,
-    /// The app it happened in.
-    pub app: String,
-    /// The connection.
-    pub connection: ConnectionInfo,
-    /// When, RFC 3339.
-    pub at: String,
-}
 
 /// Posts webhooks for one app, in order, retrying each with exponential backoff.
 pub(crate) struct Webhooks {

@@ -1,0 +1,194 @@
+//! A single node: its own store sequences and persists, and this node alone delivers.
+//!
+//! A durable message reaches nobody before its commit; whatever is sequenced behind it waits in
+//! the app's `held` queue, so that ids still arrive in order (see `hub::held`).
+
+use std::sync::{Arc, Weak};
+
+use futures_util::future::{BoxFuture, FutureExt};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::Backbone;
+use crate::error::Error;
+use crate::hub::app::App;
+use crate::hub::Inner;
+use crate::message::{now_ms, Message, Publish, Published};
+use crate::metrics::add;
+use crate::presence::{ConnectionInfo, Kick, PresenceEvent};
+use crate::store::{HistoryLimits, Inbox, Opened, Store, StoreError, UnreadChange};
+
+/// Deliveries up to which a publisher yields so that the streams write first.
+const FEW: usize = 8;
+
+/// The backbone of a single node: a [`Store`].
+pub(crate) struct Local {
+    store: Arc<dyn Store>,
+}
+
+impl Local {
+    pub(crate) fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+}
+
+impl Backbone for Local {
+    fn open_app(
+        &self,
+        app: &str,
+        limits: HistoryLimits,
+    ) -> BoxFuture<'static, Result<(Opened, Option<String>), StoreError>> {
+        self.store.open_app(app, limits).map(|opened| opened.map(|o| (o, None))).boxed()
+    }
+
+    /// Every message is sequenced and enqueued before any commit is awaited, so a batch of
+    /// durable messages costs one group commit rather than one each.
+    fn publish<'a>(&'a self, app: &'a Arc<App>, batch: Vec<Publish>) -> BoxFuture<'a, Vec<Result<Published, Error>>> {
+        async move {
+            let mut staged = Vec::with_capacity(batch.len());
+            for p in batch {
+                staged.push(stage(app, self.store.as_ref(), p).await);
+            }
+            let mut answers = Vec::with_capacity(staged.len());
+            for staged in staged {
+                answers.push(match staged {
+                    Ok(staged) => staged.finish().await,
+                    Err(e) => Err(e),
+                });
+            }
+            answers
+        }
+        .boxed()
+    }
+
+    fn inbox(&self) -> Arc<dyn Inbox> {
+        self.store.clone()
+    }
+
+    fn remote_connections(&self, _app: &str) -> BoxFuture<'static, Result<Vec<ConnectionInfo>, StoreError>> {
+        futures_util::future::ready(Ok(Vec::new())).boxed()
+    }
+
+    fn shares_presence(&self) -> bool {
+        false
+    }
+
+    fn presence_changed(&self, _app: &str, _event: &PresenceEvent) {}
+
+    fn kick_remote(&self, _app: &str, _kick: Kick) -> BoxFuture<'static, Result<(), StoreError>> {
+        futures_util::future::ready(Ok(())).boxed()
+    }
+
+    fn unread_changed<'a>(&'a self, app: &'a App, changes: &'a [UnreadChange]) -> BoxFuture<'a, ()> {
+        app.notify_unread(changes);
+        futures_util::future::ready(()).boxed()
+    }
+
+    fn wait_for<'a>(&'a self, _app: &'a App, _seq: u64) -> BoxFuture<'a, ()> {
+        futures_util::future::ready(()).boxed()
+    }
+
+    fn start(self: Arc<Self>, _hub: Weak<Inner>) {}
+
+    fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.store.flush()
+    }
+}
+
+/// Sequences a message and enqueues it to the store. A non-durable message with nothing held
+/// ahead of it is delivered at once; otherwise it is held (see `held`) until everything
+/// before it, and itself when durable, is committed.
+async fn stage(app: &Arc<App>, store: &dyn Store, p: Publish) -> Result<Staged, Error> {
+    let durable = p.durable.then(|| app.durable_recipients(&p, Vec::new()));
+    let Publish { to, event, data, durable: is_durable, .. } = p;
+    let turn = app.turn.lock().await;
+    let (message, commit, hold) = {
+        let mut log = app.log.lock();
+        let seq = log.assigned + 1;
+        let message = Arc::new(Message::new(&log.epoch, seq, now_ms(), to, event, data, is_durable));
+        // Enqueued before anyone can see the message, so an ack never overtakes its insert.
+        let commit =
+            store.append(&app.id, message.clone(), durable).inspect_err(|_| add(&app.metrics.store_errors_total, 1))?;
+        log.assigned = seq;
+        let mut held = app.held.lock();
+        let hold = (is_durable || !held.is_empty()).then(|| held.push(message.clone()));
+        if hold.is_none() {
+            log.append(message.clone());
+        }
+        (message, commit, hold)
+    };
+    let id = message.id.clone();
+    let Some(delivered) = hold else {
+        let delivered = app.deliver(&message);
+        drop(turn);
+        app.head.send_replace(message.seq);
+        if (1..=FEW).contains(&delivered) {
+            // Let the few streams just woken write before this task answers its publisher.
+            tokio::task::yield_now().await;
+        }
+        // A non-durable publish does not wait for the disk; the store logs a failed write.
+        return Ok(Staged::Delivered(Published::complete(id, delivered)));
+    };
+    drop(turn);
+    // Its own task, so that a publisher that goes away cannot leave the queue stuck.
+    let committed = is_durable.then(|| {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let outcome = commit.await;
+            app.held.lock().settle(message.seq, outcome.is_ok());
+            release_held(&app).await;
+            outcome
+        })
+    });
+    Ok(Staged::Held { id, delivered, committed, app: app.clone() })
+}
+
+/// Delivers, in order, every held message that may go now.
+async fn release_held(app: &App) {
+    let turn = app.turn.lock().await;
+    let mut head = None;
+    loop {
+        let Some((message, publisher)) = app.held.lock().next_ready() else { break };
+        app.log.lock().append(message.clone());
+        let _ = publisher.send(app.deliver(&message));
+        head = Some(message.seq);
+    }
+    drop(turn);
+    if let Some(seq) = head {
+        app.head.send_replace(seq);
+    }
+}
+
+/// A message sequenced, and delivered or held.
+enum Staged {
+    /// Delivered already; a non-durable publish does not wait for the disk.
+    Delivered(Published),
+    /// Waiting behind a commit, its own when durable.
+    Held {
+        id: String,
+        delivered: oneshot::Receiver<usize>,
+        committed: Option<JoinHandle<Result<Vec<UnreadChange>, StoreError>>>,
+        app: Arc<App>,
+    },
+}
+
+impl Staged {
+    /// Waits until the message is delivered; a durable one is committed before that, and its
+    /// users then hear their unread count. A failed commit is the publish's error, and the
+    /// message reached nobody.
+    async fn finish(self) -> Result<Published, Error> {
+        let (id, delivered, committed, app) = match self {
+            Self::Delivered(published) => return Ok(published),
+            Self::Held { id, delivered, committed, app } => (id, delivered, committed, app),
+        };
+        if let Some(committed) = committed {
+            let outcome = committed.await.map_err(|e| StoreError::Failed(e.to_string()))?;
+            let changes = outcome.inspect_err(|_| add(&app.metrics.store_errors_total, 1))?;
+            app.notify_unread(&changes);
+        }
+        // Sent once everything ahead is committed (or failed): the sender is never dropped
+        // unsent while this message is still queued.
+        let delivered = delivered.await.unwrap_or(0);
+        Ok(Published::complete(id, delivered))
+    }
+}
