@@ -92,15 +92,15 @@ const LEEWAY_SECS: u64 = 5;
 pub struct Verifier {
     key: Option<Key>,
     allow_anonymous: bool,
-    validation: Option<Validation>,
 }
 
-/// A verification key, with the digest of its material so that two apps sharing one key can be
-/// told apart without keeping or comparing the key itself.
+/// A verification key and the claim checks of its app, with the digest of the key material so
+/// that two apps sharing one key can be told apart without keeping or comparing the key itself.
 struct Key {
     decoding: DecodingKey,
     alg: Algorithm,
     digest: [u8; 32],
+    validation: Validation,
 }
 
 impl Verifier {
@@ -111,18 +111,16 @@ impl Verifier {
     /// A public key that is neither a PEM RSA nor a PEM EC public key (nor a file holding one).
     pub fn new(path: &str, app: &AppConfig) -> Result<Self, ConfigError> {
         let key = match (&app.jwt_secret, &app.jwt_public_key) {
-            (Some(secret), _) => Some(Key {
-                decoding: DecodingKey::from_secret(secret.as_bytes()),
-                alg: Algorithm::HS256,
-                digest: key_digest(secret),
-            }),
+            (Some(secret), _) => {
+                Some((DecodingKey::from_secret(secret.as_bytes()), Algorithm::HS256, key_digest(secret)))
+            }
             (None, Some(pem)) => {
                 Some(public_key(pem).map_err(|problem| ConfigError::new(format!("{path}.jwt_public_key"), problem))?)
             }
             (None, None) => None,
         };
-        let validation = key.as_ref().map(|key| {
-            let mut validation = Validation::new(key.alg);
+        let key = key.map(|(decoding, alg, digest)| {
+            let mut validation = Validation::new(alg);
             validation.leeway = LEEWAY_SECS;
             validation.validate_nbf = true;
             validation.required_spec_claims = HashSet::new();
@@ -137,9 +135,9 @@ impl Verifier {
                 validation.set_audience(&[audience]);
                 validation.required_spec_claims.insert("aud".into());
             }
-            validation
+            Key { decoding, alg, digest, validation }
         });
-        Ok(Self { key, allow_anonymous: app.allow_anonymous, validation })
+        Ok(Self { key, allow_anonymous: app.allow_anonymous })
     }
 
     /// Whether tokens can be verified at all.
@@ -159,9 +157,7 @@ impl Verifier {
     ///
     /// The reason the token is refused.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        let (Some(Key { decoding, alg, .. }), Some(validation)) = (&self.key, &self.validation) else {
-            return Err(TokenError::NoKey);
-        };
+        let Key { decoding, alg, validation, .. } = self.key.as_ref().ok_or(TokenError::NoKey)?;
         // Checked first and by hand so that `alg: none` and a wrong family get their own message.
         // Header fields such as `kid`, `jku` or `x5u` are never read: the key is the app's.
         let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
@@ -217,7 +213,7 @@ fn header_alg_is_none(token: &str) -> bool {
 
 /// Reads a public key given as PEM text or as the path of a PEM file. Errors never quote the
 /// value: a key pasted in the wrong place is key material, and start-up errors end up in logs.
-fn public_key(pem_or_path: &str) -> Result<Key, String> {
+fn public_key(pem_or_path: &str) -> Result<(DecodingKey, Algorithm, [u8; 32]), String> {
     let pem = if pem_or_path.contains("-----BEGIN") {
         pem_or_path.to_string()
     } else {
@@ -230,11 +226,9 @@ fn public_key(pem_or_path: &str) -> Result<Key, String> {
     // `from_rsa_pem` reads the key's algorithm OID and refuses EC keys; the PEM text says nothing
     // reliable (base64 can contain `EC` or `RSA` by chance).
     if let Ok(decoding) = DecodingKey::from_rsa_pem(pem.as_bytes()) {
-        return Ok(Key { decoding, alg: Algorithm::RS256, digest });
+        return Ok((decoding, Algorithm::RS256, digest));
     }
-    DecodingKey::from_ec_pem(pem.as_bytes())
-        .map(|decoding| Key { decoding, alg: Algorithm::ES256, digest })
-        .map_err(|_| refused())
+    DecodingKey::from_ec_pem(pem.as_bytes()).map(|decoding| (decoding, Algorithm::ES256, digest)).map_err(|_| refused())
 }
 
 /// The DER bytes inside the first PEM block, so that line wrapping and surrounding text do not
@@ -251,7 +245,8 @@ fn pem_der(pem: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(body).ok()
 }
 
-/// Compares API keys by their SHA-256 digest, so lookup time reveals nothing about the key.
+/// The SHA-256 of a key: API keys are looked up by it, so lookup time reveals nothing about the
+/// key, and JWT keys are compared by it.
 pub(crate) fn key_digest(key: &str) -> [u8; 32] {
     key_digest_bytes(key.as_bytes())
 }
