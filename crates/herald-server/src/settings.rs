@@ -209,6 +209,13 @@ mod tests {
     }
 
     #[test]
+    fn a_wrong_redis_url_is_named_without_its_password() {
+        let env = |k: &str| (k == "HERALD_REDIS_URL").then(|| "http://herald:s3cret-pw@redis:6379".to_string());
+        let err = load(None, env, no_flags()).unwrap_err();
+        assert!(err.contains("redis_url") && !err.contains("s3cret-pw"), "{err}");
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let err = load(None, |k| (k == "HERALD_HEARTBEAT_SECS").then(|| "soon".into()), no_flags()).unwrap_err();
         assert!(err.contains("HERALD_HEARTBEAT_SECS"), "{err}");
