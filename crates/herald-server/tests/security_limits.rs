@@ -62,6 +62,18 @@ async fn a_batch_is_refused_at_the_first_item_past_the_limit_and_nothing_is_sent
         api_post(&hub.base, API_KEY, "/api/publish/batch", &json!([item, item, item, item])).await;
     assert_eq!(status, 400, "{problem}");
     assert!(problem["detail"].as_str().unwrap().contains("limits.max_batch"), "{problem}");
+    // A body with anything after the array is not one JSON document (found by fuzzing).
+    for trailing in ["[]garbage", "[],", "[] {}", "[]\n\n\u{0}"] {
+        let response = client()
+            .post(hub.url("/api/publish/batch"))
+            .bearer_auth(API_KEY)
+            .header("content-type", "application/json")
+            .body(trailing)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{trailing:?}");
+    }
     // Three fit, and they are the first alice sees.
     let (status, _, answers) = api_post(
         &hub.base,

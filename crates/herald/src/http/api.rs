@@ -89,9 +89,7 @@ pub(crate) async fn publish_batch(
     RawBody(body): RawBody,
 ) -> Result<Response, Problem> {
     let max = hub.app_config(&app)?.limits.max_batch;
-    let batch = BoundedBatch(max)
-        .deserialize(&mut serde_json::Deserializer::from_slice(&body))
-        .map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}")))?;
+    let batch = parse_batch(&body, max).map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}")))?;
     drop(body);
     let answers = hub.publish_batch(&app, batch.into_iter().map(Into::into).collect()).await?;
     let answers: Vec<Value> = answers
@@ -107,6 +105,15 @@ pub(crate) async fn publish_batch(
         })
         .collect();
     Ok(Json(answers).into_response())
+}
+
+/// Parses a whole batch body: a JSON array of at most `max` publish bodies, and nothing after it.
+pub(crate) fn parse_batch(body: &[u8], max: usize) -> Result<Vec<PublishBody>, serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let batch = BoundedBatch(max).deserialize(&mut deserializer)?;
+    // Trailing bytes make the body something other than one JSON document.
+    deserializer.end()?;
+    Ok(batch)
 }
 
 /// A JSON array of at most `.0` publish bodies.
