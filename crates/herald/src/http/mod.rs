@@ -1,6 +1,6 @@
 //! The HTTP face of the hub: one axum [`Router`] that an application mounts or the server runs.
 
-mod api;
+pub(crate) mod api;
 mod assets;
 mod extract;
 mod problem;

@@ -19,7 +19,7 @@ mod bus;
 mod conn;
 mod directory;
 mod durable;
-mod log;
+pub(crate) mod log;
 mod maintenance;
 mod outbox;
 mod poll;
@@ -214,7 +214,7 @@ impl Hub {
         self.inner.apps.values().map(|a| a.registry.len()).sum()
     }
 
-    fn app(&self, app: &str) -> Result<&Arc<App>, Error> {
+    pub(crate) fn app(&self, app: &str) -> Result<&Arc<App>, Error> {
         self.inner.apps.get(app).ok_or_else(|| Error::UnknownApp(app.to_string()))
     }
 

@@ -97,7 +97,7 @@ async fn read_head(mut stream: TcpStream, remote: SocketAddr) -> io::Result<Read
 }
 
 /// Whether the request line is `GET /events` (`None`: not enough bytes yet to tell).
-fn is_events(buf: &[u8]) -> Option<bool> {
+pub(crate) fn is_events(buf: &[u8]) -> Option<bool> {
     let seen = buf.len().min(PREFIX.len());
     if buf[..seen] != PREFIX[..seen] {
         return Some(false);
@@ -105,13 +105,13 @@ fn is_events(buf: &[u8]) -> Option<bool> {
     buf.get(PREFIX.len()).map(|b| matches!(b, b' ' | b'?'))
 }
 
-enum Head {
+pub(crate) enum Head {
     Complete(Box<http::request::Parts>),
     Partial,
     Unsupported,
 }
 
-fn parse_head(buf: &[u8], remote: SocketAddr) -> Head {
+pub(crate) fn parse_head(buf: &[u8], remote: SocketAddr) -> Head {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut request = httparse::Request::new(&mut headers);
     match request.parse(buf) {

@@ -1,0 +1,113 @@
+//! Entry points for the fuzz targets in `fuzz/` (cargo feature `fuzzing`, off by default).
+//!
+//! Herald's parsers stay `pub(crate)`; this module is the one door the fuzzer goes through,
+//! with thin wrappers that return plain data the targets can check. Not a stable API.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+use crate::cluster::BusEvent;
+use crate::config::Config;
+use crate::hub::log::{Log, Resume};
+use crate::hub::{Hub, SubscribeRequest};
+use crate::server::direct::{self, Head};
+use crate::store::HistoryLimits;
+use crate::{Error, Publish};
+
+/// What the stream fast path makes of the bytes a connection has sent so far.
+#[derive(Debug)]
+pub enum Dispatch {
+    /// Too few bytes to tell whether this is `GET /events`.
+    NeedMore,
+    /// Anything hyper answers: another request, or a stream request the fast path does not take.
+    Hyper,
+    /// A stream request whose head is not complete yet (read on, up to the head limit).
+    Partial,
+    /// A stream request: the app it names and what the subscriber presented.
+    Stream {
+        /// The app the request names.
+        app: String,
+        /// Token, channels, last event id... as the hub receives them.
+        request: SubscribeRequest,
+    },
+}
+
+/// Runs the fast path's dispatch (`is_events`) and head parser over `buf`, as `read_head`
+/// does after each read, and extracts the subscriber's request from a complete head.
+pub fn request_head(buf: &[u8]) -> Dispatch {
+    match direct::is_events(buf) {
+        None => return Dispatch::NeedMore,
+        Some(false) => return Dispatch::Hyper,
+        Some(true) => {}
+    }
+    match direct::parse_head(buf, SocketAddr::from(([192, 0, 2, 1], 40000))) {
+        Head::Complete(parts) => {
+            let (app, request) = crate::http::subscriber(&parts, hub());
+            Dispatch::Stream { app, request }
+        }
+        Head::Partial => Dispatch::Partial,
+        Head::Unsupported => Dispatch::Hyper,
+    }
+}
+
+/// Parses `body` as `POST /api/publish` does and validates it against the default app:
+/// `None` when the JSON is refused, else the validation's verdict on the publish.
+pub fn publish(body: &[u8]) -> Option<Result<Publish, Error>> {
+    let parsed: crate::http::api::PublishBody = serde_json::from_slice(body).ok()?;
+    Some(validated(parsed.into()))
+}
+
+/// Parses `body` as `POST /api/publish/batch` does and validates every item.
+pub fn publish_batch(body: &[u8]) -> Option<Vec<Result<Publish, Error>>> {
+    let parsed: Vec<crate::http::api::PublishBody> = serde_json::from_slice(body).ok()?;
+    Some(parsed.into_iter().map(|p| validated(p.into())).collect())
+}
+
+fn validated(publish: Publish) -> Result<Publish, Error> {
+    hub().app("default")?.validate(&publish).map(|()| publish)
+}
+
+/// The kind of event a bus line decodes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusKind {
+    /// `m`: a published message.
+    Message,
+    /// `u`: unread counts.
+    Unread,
+    /// `p`: presence from another node.
+    Presence,
+    /// `k`: a kick.
+    Kick,
+}
+
+/// Decodes one cluster bus line as the node `own_node` does; `None` when it is skipped.
+pub fn decode_bus(payload: &[u8], own_node: &str) -> Option<BusKind> {
+    Some(match crate::cluster::parse("default", payload, own_node)? {
+        BusEvent::Message { .. } => BusKind::Message,
+        BusEvent::Unread { .. } => BusKind::Unread,
+        BusEvent::Presence { .. } => BusKind::Presence,
+        BusEvent::Kick { .. } => BusKind::Kick,
+        BusEvent::Resubscribed => unreachable!("a bus line never decodes to a resubscription"),
+    })
+}
+
+/// Where a client that last saw `last_event_id` resumes in a history of `epoch` that keeps
+/// the messages after `floor` up to `head`: `Ok(position)`, or `Err(head)` for a reset.
+pub fn resume(epoch: &str, floor: u64, head: u64, last_event_id: Option<&str>) -> Result<u64, u64> {
+    let limits = HistoryLimits { max_len: usize::MAX, max_age_ms: u64::MAX };
+    match Log::new(epoch.to_string(), head, floor, Vec::new(), limits).resume(last_event_id) {
+        Resume::From(position) => Ok(position),
+        Resume::Reset { head, .. } => Err(head),
+    }
+}
+
+/// A hub on the default configuration (memory store), started once per process.
+fn hub() -> &'static Hub {
+    static HUB: OnceLock<(tokio::runtime::Runtime, Hub)> = OnceLock::new();
+    let (_, hub) = HUB.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
+        let hub = runtime.block_on(Hub::new(Config::default())).expect("the default configuration starts");
+        (runtime, hub)
+    });
+    hub
+}
