@@ -192,10 +192,11 @@ export async function startUpstream() {
   };
 }
 
-/** Checks X-Herald-Signature against PROTOCOL.md; returns the reason it is wrong, or null. */
-export function signatureProblem(headers, secretKey) {
-  const h = (name) => headers[`x-herald-${name}`] ?? "";
-  const signed = [h("timestamp"), h("app"), h("user"), h("tenant"), h("session"), h("connection")].join("\n");
+/** Checks X-Herald-Signature of a recorded request against PROTOCOL.md; returns the reason it is wrong, or null. */
+export function signatureProblem(request, secretKey) {
+  const h = (name) => request.headers[`x-herald-${name}`] ?? "";
+  const [path, query = ""] = request.url.split(/\?(.*)/s);
+  const signed = [h("timestamp"), h("app"), h("user"), h("tenant"), h("session"), h("connection"), request.method, path, query].join("\n");
   const expected = `sha256=${createHmac("sha256", secretKey).update(signed).digest("hex")}`;
   if (h("signature") !== expected) return `signature ${h("signature")} != ${expected} over ${JSON.stringify(signed)}`;
   const age = Math.abs(Date.now() / 1000 - Number(h("timestamp")));

@@ -27,6 +27,8 @@ const ENV: &[(&str, &str, Kind)] = &[
     ("STORE_MAX_BYTES", "store_max_bytes", Kind::Number),
     ("REDIS_URL", "redis_url", Kind::Text),
     ("PRESENCE_TTL_SECS", "presence_ttl_secs", Kind::Number),
+    ("HEAD_TIMEOUT_SECS", "head_timeout_secs", Kind::Number),
+    ("BODY_TIMEOUT_SECS", "body_timeout_secs", Kind::Number),
     ("TLS_CERT", "tls_cert", Kind::Text),
     ("TLS_KEY", "tls_key", Kind::Text),
     ("APP_ID", "app.id", Kind::Text),
@@ -83,20 +85,20 @@ pub fn load(file: Option<&Path>, env: impl Fn(&str) -> Option<String>, flags: Ov
     for (name, key, kind) in ENV {
         let var = format!("HERALD_{name}");
         if let Some(raw) = env(&var) {
-            set(&mut table, key, parse(&var, &raw, *kind)?);
+            set(&mut table, key, parse(&var, &raw, *kind)?).map_err(|e| format!("`{var}`: {e}"))?;
         }
     }
     if let Some(store) = env("HERALD_STORE") {
         set_store(&mut table, &store);
     }
     if let Some(listen) = flags.listen {
-        set(&mut table, "listen", Value::String(listen.into()));
+        table.insert("listen".into(), Value::String(listen.into()));
     }
     if let Some(store) = flags.store {
         set_store(&mut table, store);
     }
     if let Some(secs) = flags.heartbeat_secs {
-        set(&mut table, "heartbeat_secs", Value::Integer(secs as i64));
+        table.insert("heartbeat_secs".into(), Value::Integer(secs as i64));
     }
     let config: Config = Value::Table(table.clone()).try_into().map_err(|e: toml::de::Error| {
         // The error of a value deserialiser carries no key: find the top-level key that fails
@@ -117,10 +119,12 @@ pub fn load(file: Option<&Path>, env: impl Fn(&str) -> Option<String>, flags: Ov
 /// `memory` and `sqlite` choose the store; anything else is the SQLite file's path.
 fn set_store(table: &mut Table, value: &str) {
     match value {
-        "memory" | "sqlite" => set(table, "store", Value::String(value.into())),
+        "memory" | "sqlite" => {
+            table.insert("store".into(), Value::String(value.into()));
+        }
         path => {
-            set(table, "store", Value::String("sqlite".into()));
-            set(table, "store_path", Value::String(path.into()));
+            table.insert("store".into(), Value::String("sqlite".into()));
+            table.insert("store_path".into(), Value::String(path.into()));
         }
     }
 }
@@ -143,18 +147,25 @@ fn parse(var: &str, raw: &str, kind: Kind) -> Result<Value, String> {
 }
 
 /// Sets a dotted key, creating tables on the way.
-fn set(table: &mut Table, key: &str, value: Value) {
+///
+/// # Errors
+///
+/// A section on the way is not a table (`app = "x"` in the file), naming it.
+fn set(table: &mut Table, key: &str, value: Value) -> Result<(), String> {
     let mut parts: Vec<&str> = key.split('.').collect();
     let last = parts.pop().expect("keys are non-empty");
     let mut current = table;
+    let mut path = String::new();
     for part in parts {
+        path = if path.is_empty() { part.to_string() } else { format!("{path}.{part}") };
         current = current
             .entry(part)
             .or_insert_with(|| Value::Table(Table::new()))
             .as_table_mut()
-            .expect("configuration sections are tables");
+            .ok_or_else(|| format!("`{path}` must be a table (`[{path}]`) to hold `{key}`"))?;
     }
     current.insert(last.into(), value);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -179,6 +190,16 @@ mod tests {
         assert_eq!(c.app.api_key.as_deref(), Some("kkkkkkkkkkkkkkkkkkkk"));
         assert_eq!(c.app.limits.max_channels, 3);
         assert_eq!(c.store_path, Path::new("/tmp/x.db"));
+    }
+
+    #[test]
+    fn a_section_that_is_not_a_table_is_named_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("herald.toml");
+        std::fs::write(&file, "app = \"x\"\n").unwrap();
+        let env = |k: &str| (k == "HERALD_API_KEY").then(|| "k".repeat(20));
+        let err = load(Some(&file), env, no_flags()).unwrap_err();
+        assert!(err.contains("HERALD_API_KEY") && err.contains("`app` must be a table"), "{err}");
     }
 
     #[test]

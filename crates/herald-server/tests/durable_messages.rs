@@ -389,6 +389,26 @@ async fn durable_messages_expire_after_their_ttl_on_the_hub_tick() {
 }
 
 #[tokio::test]
+async fn an_expired_message_leaves_the_unread_count_when_it_expires_not_at_the_next_tick() {
+    for (mut cfg, _dir) in configs() {
+        // No tick will come during the test: only the expiry itself can bring the count down.
+        cfg.heartbeat_secs = 3600;
+        let hub = TestHub::start(cfg).await;
+        let base = hub.base.as_str();
+        let mut sse = Sse::open(base, &format!("access_token={}", token("erin", json!({}))), None).await;
+        sse.until("herald.connected").await;
+        assert_eq!(unread_event(&sse.next().await), 0);
+        let brief =
+            publish_ok(base, json!({"to": {"users": ["erin"]}, "data": "brief", "durable": true, "ttl": 1})).await;
+        assert_eq!(sse.next().await.id, brief);
+        assert_eq!(unread_event(&sse.next().await), 1);
+        assert_eq!(unread_event(&sse.until("herald.unread").await), 0, "the badge drops at expiry");
+        assert_eq!(unread(base, "erin").await, 0);
+        hub.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
 async fn ttl_out_of_range_is_refused_and_nothing_is_sent() {
     let hub = TestHub::start(config()).await;
     let base = hub.base.as_str();

@@ -181,6 +181,9 @@ async fn a_full_store_refuses_durable_publishes_with_503_and_keeps_what_it_answe
     // A store that fills up after a few dozen messages behaves as a full disk.
     config.store_max_bytes = Some(256 * 1024);
     let hub = TestHub::start(config).await;
+    // Online while the store fills: it must see exactly what was answered 200.
+    let mut online = Sse::open(&hub.base, &format!("access_token={}", token("carol", json!({}))), None).await;
+    online.until("herald.connected").await;
     let payload = "x".repeat(4000);
     let mut stored = Vec::new();
     let refusal = loop {
@@ -217,5 +220,16 @@ async fn a_full_store_refuses_durable_publishes_with_503_and_keeps_what_it_answe
             break;
         }
     }
+    // The refused publish reached nobody: the stream that was online saw the stored messages,
+    // in order, and then the live one, and nothing in between.
+    let mut seen = Vec::new();
+    loop {
+        let event = online.next_message().await;
+        if event.event == "live" {
+            break;
+        }
+        seen.push(event.id);
+    }
+    assert_eq!(seen, stored, "a durable message answered 503 was delivered");
     hub.shutdown().await.unwrap();
 }

@@ -37,6 +37,11 @@ pub struct Config {
     /// Seconds after which a node that stopped refreshing its presence (crashed) is dropped
     /// from every presence answer.
     pub presence_ttl_secs: u64,
+    /// Seconds a client has to send a whole request head; a slower one is disconnected.
+    pub head_timeout_secs: u64,
+    /// Seconds a client has to send a whole request body once its head arrived; a slower one
+    /// is answered 408.
+    pub body_timeout_secs: u64,
     /// PEM certificate chain; with `tls_key`, the server speaks HTTPS (HTTP/2 by ALPN).
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for `tls_cert`.
@@ -60,6 +65,8 @@ impl Default for Config {
             store_max_bytes: None,
             redis_url: None,
             presence_ttl_secs: 15,
+            head_timeout_secs: 10,
+            body_timeout_secs: 30,
             tls_cert: None,
             tls_key: None,
             app: AppConfig::default(),
@@ -217,6 +224,16 @@ impl Config {
         Duration::from_secs(self.heartbeat_secs)
     }
 
+    /// How long a client may take to send a request head.
+    pub fn head_timeout(&self) -> Duration {
+        Duration::from_secs(self.head_timeout_secs)
+    }
+
+    /// How long a client may take to send a request body.
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_timeout_secs)
+    }
+
     /// Checks what the types alone cannot.
     ///
     /// # Errors
@@ -225,6 +242,13 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.heartbeat_secs == 0 {
             return Err(ConfigError::new("heartbeat_secs", "must be at least 1"));
+        }
+        for (key, value) in
+            [("head_timeout_secs", self.head_timeout_secs), ("body_timeout_secs", self.body_timeout_secs)]
+        {
+            if value == 0 {
+                return Err(ConfigError::new(key, "must be at least 1"));
+            }
         }
         if self.presence_ttl_secs < 3 {
             return Err(ConfigError::new("presence_ttl_secs", "must be at least 3"));
@@ -282,10 +306,11 @@ impl Config {
             }
             for (key, url) in [("webhook_url", &app.webhook_url), ("upstream_url", &app.upstream_url)] {
                 if let Some(url) = url {
-                    if !url.starts_with("http://") || url.parse::<http::Uri>().is_err() {
+                    let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+                    if !scheme_ok || url.parse::<http::Uri>().is_err() {
                         return Err(ConfigError::new(
                             format!("{path}.{key}"),
-                            format!("`{url}` is not an http:// URL"),
+                            format!("`{url}` is not an http:// or https:// URL"),
                         ));
                     }
                 }

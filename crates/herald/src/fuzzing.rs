@@ -6,8 +6,11 @@
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
+use serde::de::DeserializeSeed;
+
 use crate::cluster::BusEvent;
 use crate::config::Config;
+use crate::http::api::{BoundedBatch, PublishBody};
 use crate::hub::log::{Log, Resume};
 use crate::hub::{Hub, SubscribeRequest};
 use crate::server::direct::{self, Head};
@@ -17,12 +20,10 @@ use crate::{Error, Publish};
 /// What the stream fast path makes of the bytes a connection has sent so far.
 #[derive(Debug)]
 pub enum Dispatch {
-    /// Too few bytes to tell whether this is `GET /events`.
-    NeedMore,
+    /// Read on: too few bytes to tell, or a head that is not complete yet.
+    ReadMore,
     /// Anything hyper answers: another request, or a stream request the fast path does not take.
     Hyper,
-    /// A stream request whose head is not complete yet (read on, up to the head limit).
-    Partial,
     /// A stream request: the app it names and what the subscriber presented.
     Stream {
         /// The app the request names.
@@ -32,11 +33,13 @@ pub enum Dispatch {
     },
 }
 
-/// Runs the fast path's dispatch (`is_events`) and head parser over `buf`, as `read_head`
-/// does after each read, and extracts the subscriber's request from a complete head.
+/// The decision `read_head` takes after a read that left `buf` (the same steps, in the same
+/// order), and the subscriber's request from a complete stream head.
 pub fn request_head(buf: &[u8]) -> Dispatch {
+    let more = buf.len() < direct::MAX_HEAD;
     match direct::is_events(buf) {
-        None => return Dispatch::NeedMore,
+        None => return Dispatch::ReadMore,
+        Some(false) if direct::head_is_partial(buf) && more => return Dispatch::ReadMore,
         Some(false) => return Dispatch::Hyper,
         Some(true) => {}
     }
@@ -45,26 +48,40 @@ pub fn request_head(buf: &[u8]) -> Dispatch {
             let (app, request) = crate::http::subscriber(&parts, hub());
             Dispatch::Stream { app, request }
         }
-        Head::Partial => Dispatch::Partial,
-        Head::Unsupported => Dispatch::Hyper,
+        Head::Partial if more => Dispatch::ReadMore,
+        Head::Partial | Head::Unsupported => Dispatch::Hyper,
     }
 }
 
-/// Parses `body` as `POST /api/publish` does and validates it against the default app:
-/// `None` when the JSON is refused, else the validation's verdict on the publish.
-pub fn publish(body: &[u8]) -> Option<Result<Publish, Error>> {
-    let parsed: crate::http::api::PublishBody = serde_json::from_slice(body).ok()?;
-    Some(validated(parsed.into()))
+/// Parses `body` as `POST /api/publish` does; `None` when it is refused.
+pub fn publish(body: &[u8]) -> Option<Publish> {
+    serde_json::from_slice::<PublishBody>(body).ok().map(Into::into)
 }
 
-/// Parses `body` as `POST /api/publish/batch` does and validates every item.
-pub fn publish_batch(body: &[u8]) -> Option<Vec<Result<Publish, Error>>> {
-    let parsed: Vec<crate::http::api::PublishBody> = serde_json::from_slice(body).ok()?;
-    Some(parsed.into_iter().map(|p| validated(p.into())).collect())
+/// Parses `body` as `POST /api/publish/batch` does, bounded by the default app's `max_batch`;
+/// `None` when it is refused.
+pub fn publish_batch(body: &[u8]) -> Option<Vec<Publish>> {
+    let max = hub().app_config("default").ok()?.limits.max_batch;
+    let batch = BoundedBatch(max).deserialize(&mut serde_json::Deserializer::from_slice(body)).ok()?;
+    Some(batch.into_iter().map(Into::into).collect())
 }
 
-fn validated(publish: Publish) -> Result<Publish, Error> {
-    hub().app("default")?.validate(&publish).map(|()| publish)
+/// The default app's verdict on a publish, checked before anything is sent.
+///
+/// # Errors
+///
+/// What the hub answers the publisher.
+pub fn validate(publish: &Publish) -> Result<(), Error> {
+    hub().app("default")?.validate(publish)
+}
+
+/// The `/send/{path}` sanitiser: the raw path forwarded upstream, or why it is refused.
+///
+/// # Errors
+///
+/// What the hub answers the client (400).
+pub fn send_path(raw: &str) -> Result<&str, String> {
+    crate::http::send::upstream_path(raw)
 }
 
 /// The kind of event a bus line decodes to.

@@ -50,6 +50,7 @@ pub mod hub;
 pub mod id;
 pub mod message;
 pub mod metrics;
+mod outbound;
 pub mod server;
 pub mod sse;
 pub mod store;

@@ -403,3 +403,95 @@ impl Drop for Redis {
         }
     }
 }
+
+/// Writes `request` on a fresh connection to `addr` and reads until the server closes it.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await.expect("the server did not close").ok();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A backend that records every request it gets, raw, and whether it arrived whole.
+pub struct Recorder {
+    pub url: String,
+    pub requests: tokio::sync::mpsc::UnboundedReceiver<Recorded>,
+}
+
+#[derive(Debug)]
+pub struct Recorded {
+    /// The request line and headers, as received.
+    pub head: String,
+    pub body: Vec<u8>,
+    /// The whole body arrived (by `Content-Length`, or the last chunk), not a cut-off one.
+    pub complete: bool,
+}
+
+impl Recorded {
+    /// The value of header `name` (lower-case), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
+    pub fn request_line(&self) -> &str {
+        self.head.lines().next().unwrap_or_default()
+    }
+}
+
+impl Recorder {
+    pub async fn start() -> Recorder {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, requests) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let n = socket.read(&mut chunk).await.unwrap_or(0);
+                        buf.extend_from_slice(&chunk[..n]);
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            if n == 0 {
+                                return;
+                            }
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        let body = buf[end + 4..].to_vec();
+                        let mut recorded = Recorded { head, body, complete: false };
+                        recorded.complete = match recorded.header("content-length") {
+                            Some(length) => recorded.body.len() >= length.parse::<usize>().unwrap(),
+                            None if recorded.header("transfer-encoding").is_some() => {
+                                recorded.body.ends_with(b"0\r\n\r\n")
+                            }
+                            None => true,
+                        };
+                        if recorded.complete || n == 0 {
+                            if recorded.complete {
+                                let _ = socket
+                                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                                    .await;
+                            }
+                            let _ = tx.send(recorded);
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Recorder { url, requests }
+    }
+
+    /// The next request that reached the backend.
+    pub async fn next(&mut self) -> Recorded {
+        tokio::time::timeout(WAIT, self.requests.recv()).await.expect("no request reached the backend").unwrap()
+    }
+}

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{keys, scripts, unavailable};
 use crate::message::now_ms;
-use crate::store::{Acked, Inbox, MessageQuery, StoreError, UnreadChange, UserMessage};
+use crate::store::{Acked, Inbox, MessageQuery, StoreError, Swept, UnreadChange, UserMessage};
 
 /// One durable message as stored for each of its users.
 /// Its id is derived from the app's epoch and the sequence it is stored under.
@@ -138,11 +138,12 @@ impl Inbox for RedisInbox {
         .boxed()
     }
 
-    fn sweep(&self, now_ms: u64) -> BoxFuture<'static, Result<Vec<UnreadChange>, StoreError>> {
+    fn sweep(&self, now_ms: u64) -> BoxFuture<'static, Result<Swept, StoreError>> {
         let mut conn = self.conn.clone();
         let apps = self.apps.clone();
         async move {
             let mut changes = Vec::new();
+            let apps_after = apps.clone();
             for app in apps {
                 let expired: Vec<String> =
                     conn.zrangebyscore_limit(keys::expiry(&app), 0, now_ms, 0, 1000).await.map_err(unavailable)?;
@@ -173,7 +174,13 @@ impl Inbox for RedisInbox {
                     changes.push(UnreadChange { app: app.clone(), user, unread: (total - read).max(0) as u64 });
                 }
             }
-            Ok(changes)
+            let mut next_expiry_ms: Option<u64> = None;
+            for app in &apps_after {
+                let first: Vec<(String, u64)> =
+                    conn.zrange_withscores(keys::expiry(app), 0, 0).await.map_err(unavailable)?;
+                next_expiry_ms = first.into_iter().map(|(_, at)| at).chain(next_expiry_ms).min();
+            }
+            Ok(Swept { changes, next_expiry_ms })
         }
         .boxed()
     }

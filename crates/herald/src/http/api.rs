@@ -10,11 +10,13 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::request::Parts;
 use http::{header, HeaderValue, StatusCode};
+use serde::de::{DeserializeSeed, Error as _, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 
-use super::extract::{query_number, query_pairs, query_value, AckBody, ApiApp, JsonBody};
+use super::extract::{query_number, query_pairs, query_value, AckBody, ApiApp, JsonBody, RawBody};
 use super::problem::Problem;
 use crate::hub::{ConnectionFilter, Hub, PresenceKind};
 use crate::message::{Publish, Targets};
@@ -23,14 +25,15 @@ use crate::sse;
 const DEFAULT_PAGE: u64 = 100;
 const MAX_PAGE: u64 = 1000;
 
-/// The JSON body of one publish.
+/// The JSON body of one publish. `data` is kept as the raw JSON text rather than parsed into a
+/// tree, which would cost many times its size in memory before any limit is checked.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PublishBody {
     to: Targets,
     #[serde(default)]
     event: Option<String>,
-    data: Value,
+    data: Box<RawValue>,
     #[serde(default)]
     durable: bool,
     #[serde(default)]
@@ -39,12 +42,34 @@ pub(crate) struct PublishBody {
 
 impl From<PublishBody> for Publish {
     fn from(b: PublishBody) -> Self {
-        let data = match b.data {
-            Value::String(s) => s,
-            other => other.to_string(),
+        let raw = b.data.get();
+        let data = match raw.starts_with('"') {
+            true => serde_json::from_str(raw).expect("a JSON string parses as one"),
+            false => compact(raw),
         };
         Publish { to: b.to, event: b.event, data, durable: b.durable, ttl: b.ttl }
     }
+}
+
+/// Valid JSON text without the whitespace between its tokens (strings are kept as written).
+fn compact(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+        } else if !c.is_ascii_whitespace() {
+            in_string = c == '"';
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `POST /api/publish`.
@@ -56,12 +81,18 @@ pub(crate) async fn publish(
     Ok(Json(hub.publish(&app, body.into()).await?).into_response())
 }
 
-/// `POST /api/publish/batch`: an array in, an array of answers (or per-item problems) out.
+/// `POST /api/publish/batch`: an array in, an array of answers (or per-item problems) out. The
+/// parse stops at the first item past `limits.max_batch`.
 pub(crate) async fn publish_batch(
     State(hub): State<Hub>,
     ApiApp(app): ApiApp,
-    JsonBody(batch): JsonBody<Vec<PublishBody>>,
+    RawBody(body): RawBody,
 ) -> Result<Response, Problem> {
+    let max = hub.app_config(&app)?.limits.max_batch;
+    let batch = BoundedBatch(max)
+        .deserialize(&mut serde_json::Deserializer::from_slice(&body))
+        .map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}")))?;
+    drop(body);
     let answers = hub.publish_batch(&app, batch.into_iter().map(Into::into).collect()).await?;
     let answers: Vec<Value> = answers
         .into_iter()
@@ -76,6 +107,36 @@ pub(crate) async fn publish_batch(
         })
         .collect();
     Ok(Json(answers).into_response())
+}
+
+/// A JSON array of at most `.0` publish bodies.
+pub(crate) struct BoundedBatch(pub(crate) usize);
+
+impl<'de> DeserializeSeed<'de> for BoundedBatch {
+    type Value = Vec<PublishBody>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BoundedBatch {
+    type Value = Vec<PublishBody>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "an array of at most {} publish bodies", self.0)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.0));
+        while let Some(item) = seq.next_element()? {
+            if items.len() == self.0 {
+                return Err(A::Error::custom(format!("the batch has more than {} items (`limits.max_batch`)", self.0)));
+            }
+            items.push(item);
+        }
+        Ok(items)
+    }
 }
 
 fn page(pairs: &[(String, String)]) -> Result<usize, Problem> {

@@ -37,6 +37,24 @@ impl FromRequestParts<Hub> for ApiApp {
     }
 }
 
+/// The user a subscriber request's token names, authenticated from the head alone: a handler
+/// that takes this before its body reads nothing from an anonymous client.
+pub(crate) struct User {
+    pub(crate) app: String,
+    pub(crate) id: String,
+}
+
+impl FromRequestParts<Hub> for User {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, hub: &Hub) -> Result<Self, Problem> {
+        let (app, request) = subscriber(parts, hub);
+        let claims = hub.authenticate(&app, &request)?;
+        let id = claims.sub.ok_or_else(|| Problem::bad_request("an anonymous token has no messages to acknowledge"))?;
+        Ok(Self { app, id })
+    }
+}
+
 /// A JSON body parsed strictly: unknown fields, bad UTF-8 and wrong types are a 400 that says
 /// where, and an oversized body a 413.
 pub(crate) struct JsonBody<T>(pub(crate) T);
@@ -45,8 +63,22 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
+        serde_json::from_slice(&bytes).map(Self).map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// The whole body, within the size limit (413) and `body_timeout_secs` (408).
+pub(crate) struct RawBody(pub(crate) Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+        Bytes::from_request(req, state).await.map(Self).map_err(|e| {
+            if let Some(timeout) = super::deadline::timed_out(&e) {
+                Problem::new(StatusCode::REQUEST_TIMEOUT, "body-timeout", timeout.to_string())
+            } else if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 Problem::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "payload-too-large",
@@ -55,8 +87,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             } else {
                 Problem::bad_request(format!("could not read the request body: {e}"))
             }
-        })?;
-        serde_json::from_slice(&bytes).map(Self).map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}")))
+        })
     }
 }
 
@@ -102,6 +133,18 @@ pub(crate) fn query_number(pairs: &[(String, String)], key: &str) -> Result<Opti
             v.parse().map_err(|_| Problem::bad_request(format!("`{key}` must be a non-negative integer, not `{v}`")))
         })
         .transpose()
+}
+
+/// A `GET /events` carries no body. One that announces a body is refused: the stream's fast path
+/// never reads past the head, and bytes left behind it must not be taken for a next request.
+pub(crate) fn no_body(parts: &Parts) -> Result<(), Problem> {
+    let length = parts.headers.get(header::CONTENT_LENGTH).map(|v| v.as_bytes() != b"0");
+    if length.unwrap_or(false) || parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        return Err(Problem::bad_request(
+            "`GET /events` takes no body; send no `Content-Length` or `Transfer-Encoding`",
+        ));
+    }
+    Ok(())
 }
 
 /// Everything `/events` and `/poll` read from a subscriber's request, and the app it names.

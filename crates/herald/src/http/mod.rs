@@ -2,21 +2,23 @@
 
 pub(crate) mod api;
 mod assets;
+mod deadline;
 mod extract;
 mod problem;
-mod send;
+pub(crate) mod send;
 mod subscriber;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use axum::Router;
 use http::{header, HeaderName, Method};
+use tower::util::MapRequestLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-pub(crate) use extract::subscriber;
 pub use extract::ConnectionKill;
+pub(crate) use extract::{no_body, subscriber};
 pub(crate) use problem::Problem;
-pub use send::signed_string;
+pub use send::Signed;
 
 use crate::hub::Hub;
 
@@ -26,6 +28,7 @@ pub fn router(hub: Hub) -> Router {
         hub.config().all_apps().map(|(_, a)| a.limits.max_payload_bytes).max().unwrap_or(0) * 4 + 64 * 1024;
     let batch_limit =
         hub.config().all_apps().map(|(_, a)| a.limits.max_payload_bytes * a.limits.max_batch).max().unwrap_or(0);
+    let body_timeout = hub.config().body_timeout();
     let api = Router::new()
         .route("/publish", post(api::publish))
         .route("/publish/batch", post(api::publish_batch).layer(DefaultBodyLimit::max(batch_limit)))
@@ -52,6 +55,7 @@ pub fn router(hub: Hub) -> Router {
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(MapRequestLayer::new(move |request| deadline::limit(request, body_timeout)))
         .layer(cors(&hub))
         .with_state(hub)
 }

@@ -9,9 +9,8 @@ use axum::Json;
 use http::request::Parts;
 use http::{header, HeaderValue};
 
-use super::extract::{query_number, query_pairs, subscriber, AckBody, ConnectionKill, JsonBody};
+use super::extract::{no_body, query_number, query_pairs, subscriber, AckBody, ConnectionKill, JsonBody, User};
 use super::problem::Problem;
-use crate::error::Error;
 use crate::hub::Hub;
 
 /// Longest long-poll a client may ask for, in seconds.
@@ -20,6 +19,7 @@ const DEFAULT_POLL_SECS: u64 = 25;
 
 /// `GET /events`: the `text/event-stream` of one connection.
 pub(crate) async fn events(State(hub): State<Hub>, parts: Parts) -> Result<Response, Problem> {
+    no_body(&parts)?;
     let (app, request) = subscriber(&parts, &hub);
     let kill = parts.extensions.get::<ConnectionKill>().map(|k| k.0.clone());
     let body = hub.subscribe(&app, request, kill).await?;
@@ -42,16 +42,12 @@ pub(crate) async fn poll(State(hub): State<Hub>, parts: Parts) -> Result<Respons
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(answer)).into_response())
 }
 
-/// `POST /ack`: the user named by the token acknowledges its durable messages.
+/// `POST /ack`: the user named by the token acknowledges its durable messages. The token is
+/// checked before the body is read.
 pub(crate) async fn ack(
     State(hub): State<Hub>,
-    parts: Parts,
+    User { app, id }: User,
     JsonBody(body): JsonBody<AckBody>,
 ) -> Result<Response, Problem> {
-    let (app, request) = subscriber(&parts, &hub);
-    let user = hub
-        .authenticate(&app, &request)?
-        .sub
-        .ok_or(Error::Invalid("an anonymous token has no messages to acknowledge".into()))?;
-    Ok(Json(hub.ack(&app, &user, &body.ids).await?).into_response())
+    Ok(Json(hub.ack(&app, &id, &body.ids).await?).into_response())
 }

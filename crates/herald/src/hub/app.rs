@@ -12,6 +12,7 @@ use tokio::sync::{broadcast, watch};
 
 use super::bus::Applied;
 use super::conn::{parse_public_id, Conn};
+use super::held::Held;
 use super::log::Log;
 use super::outbox::CloseReason;
 use super::presence::{PresenceEvent, PresenceKind, Webhooks};
@@ -37,6 +38,10 @@ pub(crate) struct App {
     /// appended but not yet delivered (it would get it twice). Async, so that a publisher waiting
     /// behind a large fan-out yields its thread to the streams instead of blocking it.
     pub(crate) turn: tokio::sync::Mutex<()>,
+    /// Messages sequenced on this node but waiting for a durable commit ahead of them.
+    pub(crate) held: Mutex<Held>,
+    /// The hub's next sweep, brought forward by a durable message that expires sooner.
+    pub(crate) next_expiry: watch::Sender<u64>,
     /// The head sequence, watched by long-polls.
     pub(crate) head: watch::Sender<u64>,
     pub(crate) presence: broadcast::Sender<PresenceEvent>,

@@ -22,8 +22,11 @@ pub(crate) enum Resume {
 
 pub(crate) struct Log {
     pub(crate) epoch: String,
-    /// The last sequence handed out.
+    /// The last sequence in history: delivered, and visible to readers.
     pub(crate) head: u64,
+    /// The last sequence given to a message (a single node's own sequencer). Above `head` while
+    /// durable messages wait for their commit; see `held`.
+    pub(crate) assigned: u64,
     /// Every message after this sequence is still in `entries`.
     floor: u64,
     entries: VecDeque<Arc<Message>>,
@@ -32,7 +35,7 @@ pub(crate) struct Log {
 
 impl Log {
     pub(crate) fn new(epoch: String, head: u64, floor: u64, entries: Vec<Arc<Message>>, limits: HistoryLimits) -> Self {
-        Self { epoch, head, floor, entries: entries.into(), limits }
+        Self { epoch, head, assigned: head, floor, entries: entries.into(), limits }
     }
 
     /// Appends the next message; its sequence must be above `head` (a cluster node that could
@@ -40,6 +43,7 @@ impl Log {
     pub(crate) fn append(&mut self, message: Arc<Message>) {
         debug_assert!(message.seq > self.head);
         self.head = message.seq;
+        self.assigned = self.assigned.max(message.seq);
         self.entries.push_back(message);
         if self.entries.len() > self.limits.max_len {
             self.pop_front();
@@ -51,6 +55,7 @@ impl Log {
     pub(crate) fn restart(&mut self, epoch: String, head: u64) {
         self.epoch = epoch;
         self.head = head;
+        self.assigned = head;
         self.floor = head;
         self.entries.clear();
     }

@@ -11,7 +11,10 @@
 //!    queue closes its connection; the publisher never waits for a subscriber. Steps 3 and 4 are
 //!    what is serialised per app; a stream reading history takes the turn too, so it never sees
 //!    a message that is appended but not yet delivered.
-//! 5. Durable only: wait for the store's group commit, then tell users their unread count.
+//! 5. Durable only (and whatever is sequenced behind a durable message still committing): the
+//!    message is *held* instead of appended and delivered; once the store's group commit
+//!    resolves, steps 3 and 4 finish in sequence order, so a durable publish answered with an
+//!    error reached nobody (`held`). Then its users hear their unread count.
 
 mod app;
 mod body;
@@ -19,6 +22,7 @@ mod bus;
 mod conn;
 mod directory;
 mod durable;
+mod held;
 pub(crate) mod log;
 mod maintenance;
 mod outbox;
@@ -76,6 +80,8 @@ struct Inner {
     /// A single node's store, flushed at shutdown.
     store: Option<Arc<dyn Store>>,
     next_conn: AtomicU64,
+    /// When the sweeper should next run: the earliest known expiry of an unread message.
+    next_expiry: watch::Sender<u64>,
     shutdown: CancellationToken,
 }
 
@@ -127,6 +133,7 @@ impl Hub {
         let metrics = Arc::new(Metrics::default());
         let mut apps = HashMap::new();
         let mut by_key = HashMap::new();
+        let next_expiry = watch::Sender::new(u64::MAX);
         for (path, app_config) in config.all_apps() {
             let limits = HistoryLimits {
                 max_len: app_config.limits.history_size,
@@ -160,6 +167,8 @@ impl Hub {
                 head: watch::Sender::new(log.head),
                 log: Mutex::new(log),
                 turn: tokio::sync::Mutex::new(()),
+                held: Mutex::default(),
+                next_expiry: next_expiry.clone(),
                 presence: broadcast::Sender::new(1024),
                 webhooks,
                 backbone,
@@ -187,11 +196,13 @@ impl Hub {
                 inbox,
                 store,
                 next_conn: AtomicU64::new(1),
+                next_expiry,
                 shutdown: CancellationToken::new(),
                 config,
             }),
         };
         hub.spawn_maintenance();
+        hub.spawn_sweeper();
         if let Some(cluster) = cluster {
             let bus = cluster.consume(hub.inner.apps.keys().cloned().collect());
             tokio::spawn(bus::apply_bus(Arc::downgrade(&hub.inner), bus, cluster));

@@ -7,7 +7,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -51,7 +50,7 @@ impl Webhooks {
     pub(crate) fn start(url: String, secret: String, metrics: std::sync::Arc<Metrics>) -> Self {
         let (tx, mut rx) = mpsc::channel::<Bytes>(WEBHOOK_QUEUE);
         tokio::spawn(async move {
-            let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+            let client = crate::outbound::client::<Full<Bytes>>();
             while let Some(body) = rx.recv().await {
                 if !deliver(&client, &url, &secret, body).await {
                     add(&metrics.webhook_failures_total, 1);
@@ -70,7 +69,7 @@ impl Webhooks {
     }
 }
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+type HttpClient = Client<crate::outbound::Connector, Full<Bytes>>;
 
 async fn deliver(client: &HttpClient, url: &str, secret: &str, body: Bytes) -> bool {
     let signature = crate::auth::sign(secret, &body);

@@ -11,7 +11,10 @@ use crate::error::Error;
 use crate::message::{now_ms, Message, Publish, Published, Targets};
 use crate::metrics::add;
 use crate::sse;
-use crate::store::{DurableFor, Store, UnreadChange};
+use crate::store::{DurableFor, Store, StoreError, UnreadChange};
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 /// Deliveries up to which a publisher yields so that the streams write first.
 const FEW: usize = 8;
@@ -74,13 +77,13 @@ impl App {
     /// Publishes a validated message. See the module docs of `hub` for the order of steps.
     pub(crate) async fn publish(self: &Arc<Self>, p: Publish) -> Result<Published, Error> {
         match &self.backbone {
-            Backbone::Local(store) => self.stage_local(store.as_ref(), p).await?.finish(self).await,
+            Backbone::Local(store) => self.stage_local(store.as_ref(), p).await?.finish().await,
             Backbone::Cluster(cluster) => self.publish_clustered(cluster, p).await,
         }
     }
 
     /// Publishes validated messages in order. On a single node every message is sequenced and
-    /// handed out before any commit is awaited, so a batch of durable messages costs one group
+    /// enqueued before any commit is awaited, so a batch of durable messages costs one group
     /// commit rather than one each.
     pub(crate) async fn publish_many(self: &Arc<Self>, batch: Vec<Publish>) -> Vec<Result<Published, Error>> {
         let mut answers = Vec::with_capacity(batch.len());
@@ -92,7 +95,7 @@ impl App {
                 }
                 for staged in staged {
                     answers.push(match staged {
-                        Ok(staged) => staged.finish(self).await,
+                        Ok(staged) => staged.finish().await,
                         Err(e) => Err(e),
                     });
                 }
@@ -106,31 +109,69 @@ impl App {
         answers
     }
 
-    /// Sequences, stores (enqueued) and delivers a message: everything but waiting for the disk.
-    async fn stage_local(&self, store: &dyn Store, p: Publish) -> Result<Staged, Error> {
+    /// Sequences a message and enqueues it to the store. A non-durable message with nothing held
+    /// ahead of it is delivered at once; otherwise it is held (see `held`) until everything
+    /// before it, and itself when durable, is committed.
+    async fn stage_local(self: &Arc<Self>, store: &dyn Store, p: Publish) -> Result<Staged, Error> {
         let durable = p.durable.then(|| self.durable_recipients(&p, Vec::new()));
         let Publish { to, event, data, durable: is_durable, .. } = p;
         let turn = self.turn.lock().await;
-        let (message, commit) = {
+        let (message, commit, hold) = {
             let mut log = self.log.lock();
-            let message = Arc::new(Message::new(&log.epoch, log.head + 1, now_ms(), to, event, data, is_durable));
+            let seq = log.assigned + 1;
+            let message = Arc::new(Message::new(&log.epoch, seq, now_ms(), to, event, data, is_durable));
             // Enqueued before anyone can see the message, so an ack never overtakes its insert.
             let commit = store
                 .append(&self.id, message.clone(), durable)
                 .inspect_err(|_| add(&self.metrics.store_errors_total, 1))?;
-            log.append(message.clone());
-            (message, commit)
+            log.assigned = seq;
+            let mut held = self.held.lock();
+            let hold = (is_durable || !held.is_empty()).then(|| held.push(message.clone()));
+            if hold.is_none() {
+                log.append(message.clone());
+            }
+            (message, commit, hold)
         };
-        let delivered = self.deliver(&message);
+        let id = message.id.clone();
+        let Some(delivered) = hold else {
+            let delivered = self.deliver(&message);
+            drop(turn);
+            self.head.send_replace(message.seq);
+            if (1..=FEW).contains(&delivered) {
+                // Let the few streams just woken write before this task answers its publisher.
+                tokio::task::yield_now().await;
+            }
+            // A non-durable publish does not wait for the disk; the store logs a failed write.
+            return Ok(Staged::Delivered(Published { id, delivered }));
+        };
         drop(turn);
-        self.head.send_replace(message.seq);
-        if (1..=FEW).contains(&delivered) {
-            // Let the few streams just woken write before this task answers its publisher.
-            tokio::task::yield_now().await;
+        // Its own task, so that a publisher that goes away cannot leave the queue stuck.
+        let committed = is_durable.then(|| {
+            let app = self.clone();
+            tokio::spawn(async move {
+                let outcome = commit.await;
+                app.held.lock().settle(message.seq, outcome.is_ok());
+                app.release_held().await;
+                outcome
+            })
+        });
+        Ok(Staged::Held { id, delivered, committed, app: self.clone() })
+    }
+
+    /// Delivers, in order, every held message that may go now.
+    async fn release_held(&self) {
+        let turn = self.turn.lock().await;
+        let mut head = None;
+        loop {
+            let Some((message, publisher)) = self.held.lock().next_ready() else { break };
+            self.log.lock().append(message.clone());
+            let _ = publisher.send(self.deliver(&message));
+            head = Some(message.seq);
         }
-        // A non-durable publish does not wait for the disk; the store logs a failed write.
-        let commit = is_durable.then_some(commit);
-        Ok(Staged { published: Published { id: message.id.clone(), delivered }, commit })
+        drop(turn);
+        if let Some(seq) = head {
+            self.head.send_replace(seq);
+        }
     }
 
     async fn publish_clustered(&self, cluster: &Cluster, p: Publish) -> Result<Published, Error> {
@@ -191,23 +232,42 @@ impl App {
         users.sort_unstable();
         users.dedup();
         let ttl = p.ttl.unwrap_or(self.config.limits.default_ttl_secs);
-        DurableFor { users, expires_ms: now_ms() + ttl * 1000 }
+        let expires_ms = now_ms().saturating_add(ttl.saturating_mul(1000));
+        super::maintenance::expires_at(&self.next_expiry, expires_ms);
+        DurableFor { users, expires_ms }
     }
 }
 
-/// A message sequenced and delivered, whose durable copies may still be on their way to disk.
-struct Staged {
-    published: Published,
-    commit: Option<crate::store::Commit>,
+/// A message sequenced, and delivered or held.
+enum Staged {
+    /// Delivered already; a non-durable publish does not wait for the disk.
+    Delivered(Published),
+    /// Waiting behind a commit, its own when durable.
+    Held {
+        id: String,
+        delivered: oneshot::Receiver<usize>,
+        committed: Option<JoinHandle<Result<Vec<UnreadChange>, StoreError>>>,
+        app: Arc<App>,
+    },
 }
 
 impl Staged {
-    /// Waits for the disk when the message is durable; then its users hear their unread count.
-    async fn finish(self, app: &App) -> Result<Published, Error> {
-        if let Some(commit) = self.commit {
-            let changes = commit.await.inspect_err(|_| add(&app.metrics.store_errors_total, 1))?;
+    /// Waits until the message is delivered; a durable one is committed before that, and its
+    /// users then hear their unread count. A failed commit is the publish's error, and the
+    /// message reached nobody.
+    async fn finish(self) -> Result<Published, Error> {
+        let (id, delivered, committed, app) = match self {
+            Self::Delivered(published) => return Ok(published),
+            Self::Held { id, delivered, committed, app } => (id, delivered, committed, app),
+        };
+        if let Some(committed) = committed {
+            let outcome = committed.await.map_err(|e| StoreError::Failed(e.to_string()))?;
+            let changes = outcome.inspect_err(|_| add(&app.metrics.store_errors_total, 1))?;
             app.notify_unread(&changes);
         }
-        Ok(self.published)
+        // Sent once everything ahead is committed (or failed): the sender is never dropped
+        // unsent while this message is still queued.
+        let delivered = delivered.await.unwrap_or(0);
+        Ok(Published { id, delivered })
     }
 }

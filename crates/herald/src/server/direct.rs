@@ -10,7 +10,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::response::IntoResponse;
@@ -23,13 +22,12 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::rewind::Rewind;
-use crate::http::{cors_allows, subscriber, Problem};
+use crate::http::{cors_allows, no_body, subscriber, Problem};
 use crate::hub::{Hub, StreamBody};
 
 const PREFIX: &[u8] = b"GET /events";
 /// A head larger than this is left to hyper, which answers it properly.
-const MAX_HEAD: usize = 16 * 1024;
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const MAX_HEAD: usize = 16 * 1024;
 
 /// What the first request of a connection turned out to be.
 pub(super) enum Accepted {
@@ -43,7 +41,8 @@ pub(super) enum Accepted {
 
 /// Reads the first request head; subscribes it if it is a `GET /events`.
 pub(super) async fn accept(stream: TcpStream, hub: &Hub, remote: SocketAddr) -> io::Result<Accepted> {
-    let (socket, parts) = match read_head(stream, remote).await? {
+    let deadline = tokio::time::Instant::now() + hub.config().head_timeout();
+    let (socket, parts) = match read_head(stream, remote, deadline).await? {
         Read::Events(socket, parts) => (socket, parts),
         Read::Other(rewound) => return Ok(Accepted::Other(rewound)),
         Read::Closed => return Ok(Accepted::Done),
@@ -52,6 +51,9 @@ pub(super) async fn accept(stream: TcpStream, hub: &Hub, remote: SocketAddr) -> 
     let cors = origin.filter(|o| cors_allows(hub, o)).map_or(String::new(), |o| {
         format!("access-control-allow-origin: {o}\r\naccess-control-allow-credentials: true\r\nvary: origin\r\n")
     });
+    if let Err(problem) = no_body(&parts) {
+        return write_problem(socket, problem, &cors).await.map(|()| Accepted::Done);
+    }
     let (app, request) = subscriber(&parts, hub);
     drop(parts);
     // No kill switch: a direct stream learns of its own overflow from its queue.
@@ -73,11 +75,14 @@ enum Read {
     Closed,
 }
 
-/// Reads until the request head is complete, or until it is clear this is not a stream.
-async fn read_head(mut stream: TcpStream, remote: SocketAddr) -> io::Result<Read> {
+/// Reads until the request head is complete, or until it is clear this is not a stream. The
+/// whole head must arrive by `deadline`, however it is split: a client trickling one byte at a
+/// time does not hold the socket past it. Later requests on a kept-alive connection get the
+/// same deadline from hyper's `header_read_timeout`.
+async fn read_head(mut stream: TcpStream, remote: SocketAddr, deadline: tokio::time::Instant) -> io::Result<Read> {
     let mut buf = BytesMut::with_capacity(1024);
     loop {
-        let read = tokio::time::timeout(HEAD_TIMEOUT, stream.read_buf(&mut buf))
+        let read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "request head timed out"))??;
         if read == 0 {
@@ -85,6 +90,8 @@ async fn read_head(mut stream: TcpStream, remote: SocketAddr) -> io::Result<Read
         }
         match is_events(&buf) {
             None => continue,
+            // The whole head is read here too, so that the deadline covers it, then replayed.
+            Some(false) if head_is_partial(&buf) && buf.len() < MAX_HEAD => continue,
             Some(false) => return Ok(Read::Other(Rewind::new(buf.freeze(), stream))),
             Some(true) => {}
         }
@@ -103,6 +110,13 @@ pub(crate) fn is_events(buf: &[u8]) -> Option<bool> {
         return Some(false);
     }
     buf.get(PREFIX.len()).map(|b| matches!(b, b' ' | b'?'))
+}
+
+/// Whether `buf` is the start of a request head that is not complete yet (a malformed one is
+/// left for hyper to answer).
+pub(crate) fn head_is_partial(buf: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    matches!(httparse::Request::new(&mut headers).parse(buf), Ok(httparse::Status::Partial))
 }
 
 pub(crate) enum Head {

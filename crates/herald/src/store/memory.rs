@@ -9,7 +9,8 @@ use futures_util::future::{ready, BoxFuture, FutureExt};
 use parking_lot::Mutex;
 
 use super::{
-    Acked, Commit, DurableFor, HistoryLimits, Inbox, MessageQuery, Opened, Store, StoreError, UnreadChange, UserMessage,
+    Acked, Commit, DurableFor, HistoryLimits, Inbox, MessageQuery, Opened, Store, StoreError, Swept, UnreadChange,
+    UserMessage,
 };
 use crate::message::{now_ms, Message};
 
@@ -146,9 +147,10 @@ impl Inbox for MemoryStore {
         ready(Ok(list)).boxed()
     }
 
-    fn sweep(&self, now_ms: u64) -> BoxFuture<'static, Result<Vec<UnreadChange>, StoreError>> {
+    fn sweep(&self, now_ms: u64) -> BoxFuture<'static, Result<Swept, StoreError>> {
         let mut changes = Vec::new();
-        self.inboxes.lock().retain(|(app, user), inbox| {
+        let mut inboxes = self.inboxes.lock();
+        inboxes.retain(|(app, user), inbox| {
             let expired_unread = inbox.values().filter(|e| e.read_ms.is_none() && e.expires_ms <= now_ms).count();
             inbox.retain(|_, e| e.expires_ms > now_ms);
             if expired_unread > 0 {
@@ -157,6 +159,8 @@ impl Inbox for MemoryStore {
             }
             !inbox.is_empty()
         });
-        ready(Ok(changes)).boxed()
+        let next_expiry_ms =
+            inboxes.values().flat_map(|i| i.values()).filter(|e| e.read_ms.is_none()).map(|e| e.expires_ms).min();
+        ready(Ok(Swept { changes, next_expiry_ms })).boxed()
     }
 }

@@ -79,6 +79,15 @@ pub struct UnreadChange {
     pub unread: u64,
 }
 
+/// What a sweep changed, and when the next one is due.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Unread counts that dropped because messages expired.
+    pub changes: Vec<UnreadChange>,
+    /// The earliest expiry of an unread message left, milliseconds since the Unix epoch.
+    pub next_expiry_ms: Option<u64>,
+}
+
 /// A durable message of one user.
 #[derive(Debug, Clone, Serialize)]
 pub struct UserMessage {
@@ -165,8 +174,9 @@ pub trait Inbox: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<Vec<UserMessage>, StoreError>>;
 
     /// Drops expired durable messages and history past its bounds; returns the unread counts
-    /// that changed.
-    fn sweep(&self, now_ms: u64) -> BoxFuture<'static, Result<Vec<UnreadChange>, StoreError>>;
+    /// that changed, and when the next unread message expires (the hub sweeps again then, so a
+    /// badge drops the moment its message expires).
+    fn sweep(&self, now_ms: u64) -> BoxFuture<'static, Result<Swept, StoreError>>;
 }
 
 /// A single node's persistence: the inbox, plus history in the order the node sequences it.

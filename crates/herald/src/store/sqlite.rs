@@ -17,7 +17,7 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction};
 use tokio::sync::oneshot;
 
 use super::{
-    Acked, Commit, DurableFor, HistoryLimits, Inbox, MessageQuery, Opened, Store, StoreError, StoredMessage,
+    Acked, Commit, DurableFor, HistoryLimits, Inbox, MessageQuery, Opened, Store, StoreError, StoredMessage, Swept,
     UnreadChange, UserMessage,
 };
 use crate::config::StoreSync;
@@ -42,6 +42,8 @@ CREATE TABLE IF NOT EXISTS inbox (
     PRIMARY KEY (app, user, seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS inbox_expiry ON inbox (expires_ms);
+CREATE INDEX IF NOT EXISTS inbox_unread_expiry ON inbox (expires_ms) WHERE read_ms IS NULL;
+CREATE INDEX IF NOT EXISTS inbox_user_unread_expiry ON inbox (app, user, expires_ms) WHERE read_ms IS NULL;
 CREATE TABLE IF NOT EXISTS unread (
     app TEXT NOT NULL, user TEXT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (app, user)
 ) WITHOUT ROWID;
@@ -56,7 +58,7 @@ enum Command {
     Unread { app: String, user: String, reply: Reply<u64> },
     Pending { app: String, user: String, up_to: u64, reply: Reply<Vec<UserMessage>> },
     Messages { app: String, user: String, query: MessageQuery, reply: Reply<Vec<UserMessage>> },
-    Sweep { now_ms: u64, reply: Reply<Vec<UnreadChange>> },
+    Sweep { now_ms: u64, reply: Reply<Swept> },
     Flush { reply: Reply<()> },
 }
 
@@ -65,7 +67,8 @@ impl Command {
     fn refuse(self, e: StoreError) {
         match self {
             Command::Open { reply, .. } => drop(reply.send(Err(e))),
-            Command::Append { reply, .. } | Command::Sweep { reply, .. } => drop(reply.send(Err(e))),
+            Command::Append { reply, .. } => drop(reply.send(Err(e))),
+            Command::Sweep { reply, .. } => drop(reply.send(Err(e))),
             Command::Ack { reply, .. } => drop(reply.send(Err(e))),
             Command::Unread { reply, .. } => drop(reply.send(Err(e))),
             Command::Pending { reply, .. } | Command::Messages { reply, .. } => drop(reply.send(Err(e))),
@@ -241,7 +244,7 @@ fn execute(
             answer(reply, append(tx, &app, &message, durable))
         }
         Command::Ack { app, user, seqs, reply } => answer(reply, ack(tx, &app, &user, &seqs)),
-        Command::Unread { app, user, reply } => answer(reply, unread(tx, &app, &user).map_err(failed)),
+        Command::Unread { app, user, reply } => answer(reply, unread(tx, &app, &user, now_ms()).map_err(failed)),
         Command::Pending { app, user, up_to, reply } => answer(reply, pending(tx, &app, &user, up_to)),
         Command::Messages { app, user, query, reply } => answer(reply, messages(tx, &app, &user, query)),
         Command::Sweep { now_ms, reply } => answer(reply, sweep(tx, limits, now_ms)),
@@ -330,28 +333,41 @@ fn append(
         let inserted = insert
             .execute(params![app, user, m.seq, m.id, m.event, m.data, m.time_ms, durable.expires_ms])
             .map_err(failed)?;
-        let unread = add_unread(tx, app, &user, inserted as i64).map_err(failed)?;
+        let unread = add_unread(tx, app, &user, inserted as i64, m.time_ms).map_err(failed)?;
         changes.push(UnreadChange { app: app.to_string(), user, unread });
     }
     Ok(changes)
 }
 
 /// A user's unread count, kept as a counter so that it costs one lookup, not a scan of their
-/// inbox. Expired messages leave it at the next sweep, which recounts.
-fn unread(tx: &Transaction<'_>, app: &str, user: &str) -> rusqlite::Result<u64> {
-    tx.prepare_cached("SELECT count FROM unread WHERE app = ?1 AND user = ?2")?
+/// inbox. The counter still includes messages that expired since the last sweep; they are
+/// subtracted here (an index holds exactly those), so the count is exact at every moment.
+fn unread(tx: &Transaction<'_>, app: &str, user: &str, now: u64) -> rusqlite::Result<u64> {
+    let counter: u64 = tx
+        .prepare_cached("SELECT count FROM unread WHERE app = ?1 AND user = ?2")?
         .query_row(params![app, user], |r| r.get(0))
-        .optional()
-        .map(Option::unwrap_or_default)
+        .optional()?
+        .unwrap_or_default();
+    Ok(counter.saturating_sub(expired_unread(tx, app, user, now)?))
 }
 
-/// Adds `delta` (possibly negative) to a user's unread counter and returns it.
-fn add_unread(tx: &Transaction<'_>, app: &str, user: &str, delta: i64) -> rusqlite::Result<u64> {
+/// A user's unread messages that expired but are not swept yet.
+fn expired_unread(tx: &Transaction<'_>, app: &str, user: &str, now: u64) -> rusqlite::Result<u64> {
     tx.prepare_cached(
-        "INSERT INTO unread (app, user, count) VALUES (?1, ?2, MAX(?3, 0)) \
-         ON CONFLICT (app, user) DO UPDATE SET count = MAX(count + ?3, 0) RETURNING count",
+        "SELECT COUNT(*) FROM inbox WHERE app = ?1 AND user = ?2 AND read_ms IS NULL AND expires_ms <= ?3",
     )?
-    .query_row(params![app, user, delta], |r| r.get(0))
+    .query_row(params![app, user, now], |r| r.get(0))
+}
+
+/// Adds `delta` (possibly negative) to a user's unread counter and returns the exact count.
+fn add_unread(tx: &Transaction<'_>, app: &str, user: &str, delta: i64, now: u64) -> rusqlite::Result<u64> {
+    let counter: u64 = tx
+        .prepare_cached(
+            "INSERT INTO unread (app, user, count) VALUES (?1, ?2, MAX(?3, 0)) \
+             ON CONFLICT (app, user) DO UPDATE SET count = MAX(count + ?3, 0) RETURNING count",
+        )?
+        .query_row(params![app, user, delta], |r| r.get(0))?;
+    Ok(counter.saturating_sub(expired_unread(tx, app, user, now)?))
 }
 
 /// Counts a user's unread, unexpired messages afresh and stores the count.
@@ -376,8 +392,8 @@ fn ack(tx: &Transaction<'_>, app: &str, user: &str, seqs: &[u64]) -> Result<Acke
         acked += update.execute(params![app, user, seq, now]).map_err(failed)? as u64;
     }
     let unread = match acked {
-        0 => unread(tx, app, user),
-        n => add_unread(tx, app, user, -(n as i64)),
+        0 => unread(tx, app, user, now),
+        n => add_unread(tx, app, user, -(n as i64), now),
     };
     Ok(Acked { acked, unread: unread.map_err(failed)? })
 }
@@ -421,11 +437,7 @@ fn messages(tx: &Transaction<'_>, app: &str, user: &str, q: MessageQuery) -> Res
     rows.collect::<Result<_, _>>().map_err(failed)
 }
 
-fn sweep(
-    tx: &Transaction<'_>,
-    limits: &HashMap<String, HistoryLimits>,
-    now: u64,
-) -> Result<Vec<UnreadChange>, StoreError> {
+fn sweep(tx: &Transaction<'_>, limits: &HashMap<String, HistoryLimits>, now: u64) -> Result<Swept, StoreError> {
     let mut affected = tx
         .prepare("SELECT DISTINCT app, user FROM inbox WHERE expires_ms <= ?1 AND read_ms IS NULL")
         .map_err(failed)?
@@ -439,13 +451,16 @@ fn sweep(
         let head: u64 = tx.query_row("SELECT head FROM app WHERE id = ?1", [app], |r| r.get(0)).map_err(failed)?;
         trim_history(tx, app, *l, head, now)?;
     }
-    affected
+    let changes = affected
         .into_iter()
         .map(|(app, user)| {
             let unread = recount(tx, &app, &user, now).map_err(failed)?;
             Ok(UnreadChange { app, user, unread })
         })
-        .collect()
+        .collect::<Result<_, StoreError>>()?;
+    let next_expiry_ms =
+        tx.query_row("SELECT MIN(expires_ms) FROM inbox WHERE read_ms IS NULL", [], |r| r.get(0)).map_err(failed)?;
+    Ok(Swept { changes, next_expiry_ms })
 }
 
 impl Store for SqliteStore {
@@ -490,7 +505,32 @@ impl Inbox for SqliteStore {
         self.send(|reply| Command::Messages { app, user, query, reply })
     }
 
-    fn sweep(&self, now_ms: u64) -> BoxFuture<'static, Result<Vec<UnreadChange>, StoreError>> {
+    fn sweep(&self, now_ms: u64) -> BoxFuture<'static, Result<Swept, StoreError>> {
         self.send(|reply| Command::Sweep { now_ms, reply })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Targets;
+
+    #[tokio::test]
+    async fn the_unread_count_leaves_out_what_expired_before_any_sweep() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("h.db"), StoreSync::Normal, None).unwrap();
+        let limits = HistoryLimits { max_len: 10, max_age_ms: 60_000 };
+        store.open_app("a", limits).await.unwrap();
+        let now = now_ms();
+        for (seq, expires_ms) in [(1, now + 60_000), (2, now.saturating_sub(1))] {
+            let to = Targets { users: vec!["u".into()], ..Targets::default() };
+            let message = Arc::new(Message::new("ep", seq, now, to, None, "x".into(), true));
+            let durable = DurableFor { users: vec!["u".into()], expires_ms };
+            let changes = store.append("a", message, Some(durable)).unwrap().await.unwrap();
+            assert_eq!(changes[0].unread, 1, "message {seq}: the expired one is not counted");
+        }
+        assert_eq!(store.unread("a", "u").await.unwrap(), 1);
+        let swept = store.sweep(now_ms()).await.unwrap();
+        assert_eq!(swept.next_expiry_ms, Some(now + 60_000));
     }
 }
