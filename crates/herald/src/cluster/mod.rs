@@ -463,7 +463,7 @@ impl Cluster {
 }
 
 /// Decodes one bus line; events a node sent about itself are skipped.
-fn parse(app: &str, payload: &[u8], own_node: &str) -> Option<BusEvent> {
+pub(crate) fn parse(app: &str, payload: &[u8], own_node: &str) -> Option<BusEvent> {
     let text = std::str::from_utf8(payload).ok()?;
     let (kind, rest) = text.split_once(' ')?;
     let app = app.to_string();

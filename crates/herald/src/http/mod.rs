@@ -1,12 +1,12 @@
 //! The HTTP face of the hub: one axum [`Router`] that an application mounts or the server runs.
 
-mod api;
+pub(crate) mod api;
 mod assets;
 pub(crate) mod cors;
 mod deadline;
 mod extract;
 mod problem;
-mod send;
+pub(crate) mod send;
 mod subscriber;
 
 use axum::extract::DefaultBodyLimit;

@@ -23,7 +23,7 @@ mod conn;
 mod directory;
 mod durable;
 mod held;
-mod log;
+pub(crate) mod log;
 mod maintenance;
 mod outbox;
 mod poll;
@@ -211,7 +211,7 @@ impl Hub {
         self.inner.apps.values().map(|a| a.registry.len()).sum()
     }
 
-    fn app(&self, app: &str) -> Result<&Arc<App>, Error> {
+    pub(crate) fn app(&self, app: &str) -> Result<&Arc<App>, Error> {
         self.inner.apps.get(app).ok_or_else(|| Error::UnknownApp(app.to_string()))
     }
 

@@ -27,7 +27,7 @@ use crate::hub::{Hub, StreamBody};
 
 const PREFIX: &[u8] = b"GET /events";
 /// A head larger than this is left to hyper, which answers it properly.
-const MAX_HEAD: usize = 16 * 1024;
+pub(crate) const MAX_HEAD: usize = 16 * 1024;
 
 /// What the first request of a connection turned out to be.
 pub(super) enum Accepted {
@@ -120,7 +120,7 @@ async fn read_head(mut stream: TcpStream, remote: SocketAddr, deadline: tokio::t
 }
 
 /// Whether the request line is `GET /events` (`None`: not enough bytes yet to tell).
-fn is_events(buf: &[u8]) -> Option<bool> {
+pub(crate) fn is_events(buf: &[u8]) -> Option<bool> {
     let seen = buf.len().min(PREFIX.len());
     if buf[..seen] != PREFIX[..seen] {
         return Some(false);
@@ -130,18 +130,18 @@ fn is_events(buf: &[u8]) -> Option<bool> {
 
 /// Whether `buf` is the start of a request head that is not complete yet (a malformed one is
 /// left for hyper to answer).
-fn head_is_partial(buf: &[u8]) -> bool {
+pub(crate) fn head_is_partial(buf: &[u8]) -> bool {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     matches!(httparse::Request::new(&mut headers).parse(buf), Ok(httparse::Status::Partial))
 }
 
-enum Head {
+pub(crate) enum Head {
     Complete(Box<http::request::Parts>),
     Partial,
     Unsupported,
 }
 
-fn parse_head(buf: &[u8], remote: SocketAddr) -> Head {
+pub(crate) fn parse_head(buf: &[u8], remote: SocketAddr) -> Head {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut request = httparse::Request::new(&mut headers);
     match request.parse(buf) {

@@ -1,7 +1,7 @@
 //! Serving the router: HTTP/1.1 and HTTP/2 (cleartext prior knowledge, or TLS with ALPN) on one
 //! listener, and a graceful shutdown with a deadline.
 
-mod direct;
+pub(crate) mod direct;
 mod rewind;
 
 use std::future::Future;
