@@ -16,6 +16,7 @@ fuzz_target!(|payload: &[u8]| {
         "u" => BusKind::Unread,
         "p" => BusKind::Presence,
         "k" => BusKind::Kick,
+        "r" => BusKind::Reports,
         other => panic!("decoded an unknown kind {other:?} as {kind:?}"),
     };
     assert_eq!(kind, named);

@@ -278,10 +278,7 @@ impl Config {
         if let Some(url) = &self.redis_url {
             if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://")) {
                 // Not quoted: a URL may carry a password.
-                return Err(ConfigError::new(
-                    "redis_url",
-                    "is not a `redis://`, `rediss://` or `redis+unix://` URL",
-                ));
+                return Err(ConfigError::new("redis_url", "is not a `redis://`, `rediss://` or `redis+unix://` URL"));
             }
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {

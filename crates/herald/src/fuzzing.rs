@@ -6,11 +6,9 @@
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
-use serde::de::DeserializeSeed;
-
 use crate::cluster::BusEvent;
 use crate::config::Config;
-use crate::http::api::{BoundedBatch, PublishBody};
+use crate::http::api::{parse_batch, PublishBody};
 use crate::hub::log::{Log, Resume};
 use crate::hub::{Hub, SubscribeRequest};
 use crate::server::direct::{self, Head};
@@ -62,7 +60,7 @@ pub fn publish(body: &[u8]) -> Option<Publish> {
 /// `None` when it is refused.
 pub fn publish_batch(body: &[u8]) -> Option<Vec<Publish>> {
     let max = hub().app_config("default").ok()?.limits.max_batch;
-    let batch = BoundedBatch(max).deserialize(&mut serde_json::Deserializer::from_slice(body)).ok()?;
+    let batch = parse_batch(body, max).ok()?;
     Some(batch.into_iter().map(Into::into).collect())
 }
 
@@ -95,6 +93,8 @@ pub enum BusKind {
     Presence,
     /// `k`: a kick.
     Kick,
+    /// `r`: other nodes' delivery counts.
+    Reports,
 }
 
 /// Decodes one cluster bus line as the node `own_node` does; `None` when it is skipped.
@@ -104,6 +104,7 @@ pub fn decode_bus(payload: &[u8], own_node: &str) -> Option<BusKind> {
         BusEvent::Unread { .. } => BusKind::Unread,
         BusEvent::Presence { .. } => BusKind::Presence,
         BusEvent::Kick { .. } => BusKind::Kick,
+        BusEvent::Reports { .. } => BusKind::Reports,
         BusEvent::Resubscribed => unreachable!("a bus line never decodes to a resubscription"),
     })
 }
@@ -111,7 +112,7 @@ pub fn decode_bus(payload: &[u8], own_node: &str) -> Option<BusKind> {
 /// Where a client that last saw `last_event_id` resumes in a history of `epoch` that keeps
 /// the messages after `floor` up to `head`: `Ok(position)`, or `Err(head)` for a reset.
 pub fn resume(epoch: &str, floor: u64, head: u64, last_event_id: Option<&str>) -> Result<u64, u64> {
-    let limits = HistoryLimits { max_len: usize::MAX, max_age_ms: u64::MAX };
+    let limits = HistoryLimits { max_len: usize::MAX, max_age_ms: u64::MAX, max_bytes: usize::MAX };
     match Log::new(epoch.to_string(), head, floor, Vec::new(), limits).resume(last_event_id) {
         Resume::From(position) => Ok(position),
         Resume::Reset { head, .. } => Err(head),

@@ -117,7 +117,7 @@ pub(crate) fn parse_batch(body: &[u8], max: usize) -> Result<Vec<PublishBody>, s
 }
 
 /// A JSON array of at most `.0` publish bodies.
-pub(crate) struct BoundedBatch(pub(crate) usize);
+struct BoundedBatch(usize);
 
 impl<'de> DeserializeSeed<'de> for BoundedBatch {
     type Value = Vec<PublishBody>;
