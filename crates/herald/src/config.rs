@@ -71,7 +71,7 @@ impl Default for Config {
             store_max_bytes: None,
             redis_url: None,
             presence_ttl_secs: 15,
-            send_buffer_bytes: 64 * 1024,
+            send_buffer_bytes: 16 * 1024,
             delivery_report_ms: 100,
             head_timeout_secs: 10,
             body_timeout_secs: 30,
