@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 use crate::cluster::BusEvent;
-use crate::config::Config;
+use crate::config::{Config, StoreKind};
 use crate::http::api::{parse_batch, PublishBody};
 use crate::hub::log::{Log, Resume};
 use crate::hub::{Hub, SubscribeRequest};
@@ -124,7 +124,10 @@ fn hub() -> &'static Hub {
     static HUB: OnceLock<(tokio::runtime::Runtime, Hub)> = OnceLock::new();
     let (_, hub) = HUB.get_or_init(|| {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
-        let hub = runtime.block_on(Hub::new(Config::default())).expect("the default configuration starts");
+        // The memory store: targets run side by side in one directory, and a SQLite file there
+        // would be locked by the first.
+        let config = Config { store: StoreKind::Memory, ..Config::default() };
+        let hub = runtime.block_on(Hub::new(config)).expect("the default configuration starts");
         (runtime, hub)
     });
     hub
