@@ -89,6 +89,20 @@ async fn a_batch_is_refused_at_the_first_item_past_the_limit_and_nothing_is_sent
 }
 
 #[tokio::test]
+async fn a_publish_is_a_json_object_not_an_array_of_its_fields() {
+    let hub = TestHub::start(config()).await;
+    // serde would take a struct from an array of its fields in order (found by fuzzing).
+    for body in [json!([{"users": ["a"]}, null, "x"]), json!({"to": [["a"]], "data": "x"})] {
+        let (status, problem) = publish(&hub.base, body.clone()).await;
+        assert_eq!(status, 400, "{body}: {problem}");
+    }
+    let (status, _, problem) =
+        api_post(&hub.base, API_KEY, "/api/publish/batch", &json!([[{"users": ["a"]}, null, "x"]])).await;
+    assert_eq!(status, 400, "{problem}");
+    hub.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn publish_data_is_sent_compact_in_the_order_it_was_written() {
     let hub = TestHub::start(config()).await;
     let (mut alice, _) = Sse::connect(&hub.base, &format!("access_token={}", token("alice", json!({})))).await;

@@ -25,11 +25,23 @@ use crate::sse;
 const DEFAULT_PAGE: u64 = 100;
 const MAX_PAGE: u64 = 1000;
 
-/// The JSON body of one publish. `data` is kept as the raw JSON text rather than parsed into a
+/// The JSON body of one publish, taken only as a JSON object (serde's derive would also take an
+/// array of the fields in order, which no client means to send).
+#[derive(Debug)]
+pub(crate) struct PublishBody(PublishFields);
+
+impl<'de> Deserialize<'de> for PublishBody {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        object(deserializer).map(Self)
+    }
+}
+
+/// The fields of a publish body. `data` is kept as the raw JSON text rather than parsed into a
 /// tree, which would cost many times its size in memory before any limit is checked.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct PublishBody {
+struct PublishFields {
+    #[serde(deserialize_with = "object")]
     to: Targets,
     #[serde(default)]
     event: Option<String>,
@@ -40,8 +52,25 @@ pub(crate) struct PublishBody {
     ttl: Option<u64>,
 }
 
+/// Deserializes `T` from a JSON object only.
+fn object<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<T, D::Error> {
+    struct Object<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Object<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    deserializer.deserialize_map(Object(std::marker::PhantomData))
+}
+
 impl From<PublishBody> for Publish {
-    fn from(b: PublishBody) -> Self {
+    fn from(PublishBody(b): PublishBody) -> Self {
         let raw = b.data.get();
         let data = match raw.starts_with('"') {
             true => serde_json::from_str(raw).expect("a JSON string parses as one"),
