@@ -7,6 +7,12 @@ use common::*;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// POSTs `body` as written (not re-encoded) as JSON with the API key.
+async fn post_text(hub: &TestHub, path: &str, body: &'static str) -> reqwest::Response {
+    let request = client().post(hub.url(path)).bearer_auth(API_KEY).header("content-type", "application/json");
+    request.body(body).send().await.unwrap()
+}
+
 #[tokio::test]
 async fn a_body_announced_larger_than_sent_is_answered_408_at_the_deadline() {
     let mut config = config();
@@ -64,15 +70,7 @@ async fn a_batch_is_refused_at_the_first_item_past_the_limit_and_nothing_is_sent
     assert!(problem["detail"].as_str().unwrap().contains("limits.max_batch"), "{problem}");
     // A body with anything after the array is not one JSON document (found by fuzzing).
     for trailing in ["[]garbage", "[],", "[] {}", "[]\n\n\u{0}"] {
-        let response = client()
-            .post(hub.url("/api/publish/batch"))
-            .bearer_auth(API_KEY)
-            .header("content-type", "application/json")
-            .body(trailing)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 400, "{trailing:?}");
+        assert_eq!(post_text(&hub, "/api/publish/batch", trailing).await.status(), 400, "{trailing:?}");
     }
     // Three fit, and they are the first alice sees.
     let (status, _, answers) = api_post(
@@ -108,15 +106,7 @@ async fn publish_data_is_sent_compact_in_the_order_it_was_written() {
     let (mut alice, _) = Sse::connect(&hub.base, &format!("access_token={}", token("alice", json!({})))).await;
     let body = r#"{"to": {"users": ["alice"]}, "data": { "z" : [1, 2.50, "a b\" c"],
         "a": {"k": null} }}"#;
-    let response = client()
-        .post(hub.url("/api/publish"))
-        .bearer_auth(API_KEY)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    assert_eq!(post_text(&hub, "/api/publish", body).await.status(), 200);
     assert_eq!(alice.next_message().await.data, r#"{"z":[1,2.50,"a b\" c"],"a":{"k":null}}"#);
     hub.shutdown().await.unwrap();
 }

@@ -51,6 +51,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// Bus events waiting for the hub to apply them; a full queue slows the consumer, and Redis
 /// disconnects a subscriber that falls too far behind, which triggers a resync.
 const BUS_QUEUE: usize = 65_536;
+/// Delivery reports waiting to be sent; more are dropped (their publishers answer incomplete).
+const REPORT_QUEUE: usize = 65_536;
 
 pub(crate) fn unavailable(e: redis::RedisError) -> StoreError {
     StoreError::Unavailable(e.to_string())
@@ -99,7 +101,7 @@ pub(crate) struct Cluster {
     presence_ttl: Duration,
     presence: mpsc::UnboundedSender<(String, PresenceEvent)>,
     /// Delivery counts on their way to the nodes that published the messages.
-    reports: mpsc::UnboundedSender<Report>,
+    reports: mpsc::Sender<Report>,
     pub(crate) inbox: Arc<RedisInbox>,
 }
 
@@ -129,7 +131,7 @@ impl Cluster {
             .map_err(|_| StoreError::Unavailable(format!("no answer from Redis at `{url}`")))?
             .map_err(unavailable)?;
         let (presence, rx) = mpsc::unbounded_channel();
-        let (reports, reports_rx) = mpsc::unbounded_channel();
+        let (reports, reports_rx) = mpsc::channel(REPORT_QUEUE);
         let cluster = Arc::new(Self {
             node,
             client,
@@ -261,22 +263,28 @@ impl Cluster {
 
     /// Live nodes other than this one: how many delivery reports a publish waits for.
     pub(crate) async fn peers(&self) -> Result<usize, StoreError> {
+        Ok(self.live_peers(&mut self.conn.clone()).await?.len())
+    }
+
+    /// The other nodes that refreshed their presence within the TTL.
+    async fn live_peers(&self, conn: &mut ConnectionManager) -> Result<Vec<String>, StoreError> {
         let alive_since = crate::message::now_ms().saturating_sub(self.presence_ttl.as_millis() as u64);
-        let nodes: Vec<String> =
-            self.conn.clone().zrangebyscore(keys::NODES, alive_since, "+inf").await.map_err(unavailable)?;
-        Ok(nodes.iter().filter(|n| **n != *self.node).count())
+        let mut nodes: Vec<String> = conn.zrangebyscore(keys::NODES, alive_since, "+inf").await.map_err(unavailable)?;
+        nodes.retain(|n| **n != *self.node);
+        Ok(nodes)
     }
 
     /// Tells the node that published message `seq` how many connections here got it. Never
-    /// waits: reports go out from their own task, batched per node.
+    /// waits: reports go out from their own task, batched per node; while Redis is too slow to
+    /// take them, they are dropped, and the publisher answers `complete: false`.
     pub(crate) fn report(&self, app: &str, origin: &str, seq: u64, delivered: usize) {
         let report = Report { app: app.to_string(), origin: origin.to_string(), seq, delivered };
-        let _ = self.reports.send(report);
+        let _ = self.reports.try_send(report);
     }
 
     /// Sends queued reports: everything waiting at each wake-up, one line per report and one
     /// PUBLISH per (app, node), pipelined.
-    async fn send_reports(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Report>) {
+    async fn send_reports(self: Arc<Self>, mut rx: mpsc::Receiver<Report>) {
         let mut conn = self.conn.clone();
         let mut batch = Vec::new();
         while rx.recv_many(&mut batch, 4096).await > 0 {
@@ -303,10 +311,9 @@ impl Cluster {
     /// The connections other live nodes hold.
     pub(crate) async fn remote_connections(&self, app: &str) -> Result<Vec<ConnectionInfo>, StoreError> {
         let mut conn = self.conn.clone();
-        let alive_since = crate::message::now_ms().saturating_sub(self.presence_ttl.as_millis() as u64);
-        let nodes: Vec<String> = conn.zrangebyscore(keys::NODES, alive_since, "+inf").await.map_err(unavailable)?;
+        let nodes = self.live_peers(&mut conn).await?;
         let mut pipe = redis::pipe();
-        for node in nodes.iter().filter(|n| **n != *self.node) {
+        for node in &nodes {
             pipe.hvals(keys::conns(app, node));
         }
         let lists: Vec<Vec<String>> = pipe.query_async(&mut conn).await.map_err(unavailable)?;

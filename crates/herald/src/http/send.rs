@@ -64,9 +64,8 @@ impl Signed<'_> {
     }
 }
 
-/// Headers that describe one hop, not the message (RFC 9110 §7.6.1), and what a client may not
-/// say about itself.
-const NOT_FORWARDED: [&str; 12] = [
+/// Headers that describe one hop, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
     "connection",
     "keep-alive",
     "te",
@@ -75,11 +74,10 @@ const NOT_FORWARDED: [&str; 12] = [
     "upgrade",
     "proxy-authorization",
     "proxy-connection",
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
 ];
+
+/// What a client may not say about itself: the hub says it, from the socket.
+const CLIENT_CLAIMS: [&str; 4] = ["forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"];
 
 pub(crate) async fn send(State(hub): State<Hub>, request: Request) -> Result<Response, Problem> {
     let (mut parts, body) = request.into_parts();
@@ -223,7 +221,7 @@ fn strip_client_headers(headers: &mut HeaderMap) {
     for name in own.into_iter().chain([header::AUTHORIZATION, header::COOKIE, header::HOST]) {
         headers.remove(name);
     }
-    for name in NOT_FORWARDED {
+    for name in CLIENT_CLAIMS {
         headers.remove(name);
     }
 }
@@ -240,8 +238,8 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in listed {
         headers.remove(name.as_str());
     }
-    for name in &NOT_FORWARDED[..8] {
-        headers.remove(*name);
+    for name in HOP_BY_HOP {
+        headers.remove(name);
     }
 }
 
