@@ -1,5 +1,6 @@
 //! `herald`: the command-line shell over the herald library.
 
+mod check_config;
 mod settings;
 
 use std::path::PathBuf;
@@ -22,6 +23,17 @@ enum Command {
     /// Runs the hub. Configuration: `--config` file, then HERALD_* variables, then flags.
     #[command(after_help = after_help())]
     Serve(Serve),
+    /// Checks a configuration as `serve` would load it (`--config` file, then HERALD_*
+    /// variables) and prints the effective configuration with secrets masked. Exits 2, naming
+    /// the key at fault, when it is invalid.
+    CheckConfig(CheckConfig),
+}
+
+#[derive(clap::Args)]
+struct CheckConfig {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -54,7 +66,21 @@ fn after_help() -> String {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let Command::Serve(args) = Cli::parse().command;
+    let args = match Cli::parse().command {
+        Command::Serve(args) => args,
+        Command::CheckConfig(args) => {
+            return match check_config::run(args.config.as_deref(), |k| std::env::var(k).ok()) {
+                Ok(shown) => {
+                    print!("{shown}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("herald: invalid configuration: {error}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+    };
     init_logging(args.log_json);
     let flags = settings::Overrides {
         listen: args.listen.as_deref(),

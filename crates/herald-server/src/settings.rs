@@ -75,6 +75,13 @@ pub struct Overrides<'a> {
     pub heartbeat_secs: Option<u64>,
 }
 
+impl Overrides<'_> {
+    /// No flag overrides anything.
+    pub fn none() -> Self {
+        Self { listen: None, store: None, heartbeat_secs: None }
+    }
+}
+
 /// Builds the configuration from `file`, the process environment and `flags`.
 ///
 /// # Errors

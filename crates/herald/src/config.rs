@@ -8,10 +8,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+pub mod redact;
 
 /// Everything a hub needs to run.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address and port to listen on (`HERALD_LISTEN`).
@@ -84,7 +86,7 @@ impl Default for Config {
 }
 
 /// Which store keeps history and durable messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreKind {
     /// In process memory: fast, and gone at exit.
@@ -94,7 +96,7 @@ pub enum StoreKind {
 }
 
 /// How hard the SQLite store pushes commits to the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreSync {
     /// WAL with `synchronous=NORMAL`: a committed message survives a killed process.
@@ -104,7 +106,7 @@ pub enum StoreSync {
 }
 
 /// One app: its credentials, its clients' rules and its limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AppConfig {
     /// Unique id; subscribers choose a non-default app with `app=`.
@@ -166,7 +168,7 @@ impl Default for AppConfig {
 }
 
 /// Limits, each with a default that suits a typical web app.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Largest `data` of one publish, in bytes.
