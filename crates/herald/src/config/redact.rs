@@ -129,7 +129,7 @@ mod tests {
         let mut value = json!({
             "admin_password": "pw1",
             "redis": { "sentinel_password": "pw2", "sentinel_urls": ["redis://:pw3@s1:26379", "redis://s2:26379"] },
-            "apps": [{ "signing_key": "k1", "previous_api_keys": ["k2", "k3"], "client_secret": "s1",
+            "apps": [{ "signing_key": "k1", "previous_api_keys": ["k2", "k3"], "client_secret": "cs1",
                        "oauth_token": "t1", "private_pem": "p1", "Upstream_Credentials": { "user": "u1" } }],
             "cookie_name": "herald_token",
             "jwt_public_key": "-----BEGIN PUBLIC KEY-----",
@@ -139,7 +139,7 @@ mod tests {
         });
         mask(&mut value);
         let text = value.to_string();
-        for secret in ["pw1", "pw2", "pw3", "pw4", "k1", "k2", "k3", "s1", "t1", "p1", "u1", "user@"] {
+        for secret in ["pw1", "pw2", "pw3", "pw4", "k1", "k2", "k3", "cs1", "t1", "p1", "u1", "user@"] {
             assert!(!text.contains(secret), "{secret} shown in {text}");
         }
         assert_eq!(value["redis"]["sentinel_urls"][1], "redis://s2:26379");
