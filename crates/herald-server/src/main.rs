@@ -23,9 +23,10 @@ enum Command {
     /// Runs the hub. Configuration: `--config` file, then HERALD_* variables, then flags.
     #[command(after_help = after_help())]
     Serve(Serve),
-    /// Checks a configuration as `serve` would load it (`--config` file, then HERALD_*
-    /// variables) and prints the effective configuration with secrets masked. Exits 2, naming
-    /// the key at fault, when it is invalid.
+    /// Checks a configuration and prints the effective one, secrets masked.
+    ///
+    /// Loads it as `serve` would (`--config` file, then HERALD_* variables). Exits 2, naming the
+    /// key at fault, when it is invalid.
     CheckConfig(CheckConfig),
 }
 
