@@ -33,6 +33,7 @@ const ENV: &[(&str, &str, Kind)] = &[
     ("BODY_TIMEOUT_SECS", "body_timeout_secs", Kind::Number),
     ("TLS_CERT", "tls_cert", Kind::Text),
     ("TLS_KEY", "tls_key", Kind::Text),
+    ("ADMIN_PASSWORD", "admin_password", Kind::Text),
     ("APP_ID", "app.id", Kind::Text),
     ("API_KEY", "app.api_key", Kind::Text),
     ("JWT_SECRET", "app.jwt_secret", Kind::Text),
