@@ -381,3 +381,45 @@ async fn every_admin_error_is_a_problem_document() {
     assert_eq!(r.status(), 400);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_the_overview_lists_the_other_nodes_and_kicks_reach_them() {
+    let redis = Redis::start().await;
+    let clustered = || {
+        let mut config = with_password(config());
+        config.redis_url = Some(redis.url());
+        config
+    };
+    let (a, b) = (TestHub::start(clustered()).await, TestHub::start(clustered()).await);
+    let (mut on_b, data) = Sse::connect(&b.base, &format!("access_token={}", token("bea", json!({})))).await;
+    let conn = data["connection_id"].as_str().unwrap().to_string();
+    let node_b = conn.rsplit_once('-').unwrap().0.to_string();
+
+    let session = sign_in(&a, PASSWORD).await;
+    // Presence reaches Redis on its own schedule: wait for B's connection to show.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let overview = loop {
+        let (_, overview) = session.get(&a, "/admin/api/overview").await;
+        if overview["nodes"].as_array().is_some_and(|n| n.len() == 2) {
+            break overview;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "node b never showed in a's overview: {overview}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let (this, other) = (&overview["nodes"][0], &overview["nodes"][1]);
+    assert_eq!((this["this_node"].clone(), this["connections"].clone()), (json!(true), json!(0)));
+    assert_eq!((this["store"]["kind"].clone(), this["store"]["healthy"].clone()), (json!("redis"), json!(true)));
+    assert_eq!(overview["cluster"], true);
+    assert_eq!(
+        (other["id"].as_str(), other["this_node"].clone(), other["connections"].clone(), other["users"].clone()),
+        (Some(node_b.as_str()), json!(false), json!(1), json!(1))
+    );
+
+    // A's dashboard lists and kicks a connection that B holds.
+    let (_, users) = session.get(&a, "/admin/api/apps/default/users").await;
+    assert_eq!(users["users"][0]["connections"][0]["id"], conn.as_str());
+    let (status, body) = session.post(&a, "/admin/api/apps/default/users/bea/kick", json!({ "reason": "moved" })).await;
+    assert_eq!((status, body), (200, json!({ "kicked": 1 })));
+    assert_eq!(on_b.until("herald.kicked").await.data, r#"{"reason":"moved"}"#);
+    on_b.ended().await;
+}

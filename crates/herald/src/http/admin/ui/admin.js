@@ -117,6 +117,8 @@ function route() {
   if (!session) return;
   const page = PAGES.find((p) => location.hash === `#/${p}`) ?? "overview";
   for (const p of PAGES) $(`#page-${p}`).hidden = p !== page;
+  // The overview is the node's (every app of the session); the other pages are one app's.
+  $(".app-choice").hidden = page === "overview";
   for (const link of document.querySelectorAll("nav a")) {
     if (link.getAttribute("href") === `#/${page}`) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
@@ -374,17 +376,17 @@ async function openChannel(name) {
   const base = appPath(`channels/${encodeURIComponent(name)}`);
   const history = await api("GET", `${base}/history?limit=100`);
   $("#channel-title").textContent = `Channel ${name}`;
-  $("#channel-history").replaceChildren(...history.messages.map(messageItem));
+  $("#channel-history").replaceChildren(...history.messages.reverse().map(messageItem));
   const live = $("#channel-live");
   live.replaceChildren();
   $("#channel-detail").hidden = false;
   channelFeed = new EventSource(`${API}${base}/live`);
   channelFeed.addEventListener("message", (event) => {
-    live.append(messageItem(JSON.parse(event.data)));
-    while (live.children.length > 200) live.firstChild.remove();
+    live.prepend(messageItem(JSON.parse(event.data)));
+    while (live.children.length > 200) live.lastChild.remove();
   });
   channelFeed.addEventListener("skipped", (event) => {
-    live.append(el("li", {}, `… ${JSON.parse(event.data).skipped} more messages not shown`));
+    live.prepend(el("li", {}, `… ${JSON.parse(event.data).skipped} more messages not shown`));
   });
 }
 
