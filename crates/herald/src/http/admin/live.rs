@@ -24,8 +24,8 @@ use crate::http::Problem;
 use crate::hub::{ConnectionFilter, Hub};
 use crate::sse;
 
-/// Messages one tick of a channel's live feed sends at most; the rest are counted as skipped,
-/// so a busy channel cannot flood the page.
+/// Messages a channel's live feed sends at most per second; the rest are counted as skipped, so
+/// a busy channel cannot flood the page.
 const LIVE_BURST: usize = 100;
 /// How long the health probe of the store may take before the store counts as down.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -171,7 +171,7 @@ pub(super) async fn channel(
     let live = futures_util::stream::unfold((admin, signed, head, from), move |(admin, signed, mut head, from)| {
         let (app, channel) = (app.clone(), channel.clone());
         async move {
-            // Wakes at most once per sampling interval, so a busy app costs one read a second.
+            // A quiet channel's next message shows at once; a busy one is read once a second.
             tokio::select! {
                 changed = head.changed() => changed.ok()?,
                 () = tokio::time::sleep(INTERVAL) => {}
@@ -188,8 +188,10 @@ pub(super) async fn channel(
                 let skipped = json!({ "skipped": messages.len() - LIVE_BURST });
                 frames.extend_from_slice(&sse::event(None, Some("skipped"), &skipped.to_string()));
             }
-            tokio::time::sleep(INTERVAL / 4).await;
-            Some((Bytes::from(frames), (admin, signed, head, at.max(from))))
+            if !messages.is_empty() {
+                tokio::time::sleep(INTERVAL).await;
+            }
+            Some((Bytes::from(frames), (admin, signed, head, at)))
         }
     });
     Ok(event_stream(&hub, live))

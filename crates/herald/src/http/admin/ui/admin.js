@@ -55,8 +55,10 @@ async function api(method, path, body) {
 const app = () => $("#app-select").value;
 const appPath = (rest) => `apps/${encodeURIComponent(app())}/${rest}`;
 
-function notice(message = "") {
+/** Shows a failure (or, with `ok`, a success) above the page. */
+function notice(message = "", ok = false) {
   $("#notice").textContent = message;
+  $("#notice").className = ok ? "ok-notice" : "error";
 }
 
 /** Runs an action, showing its failure in the notice region. */
@@ -344,7 +346,7 @@ async function loadUsers(cursors) {
         title: `Kick every connection of ${user.id}`,
         onclick: () => confirmKick(`Kick user ${user.id}`, async (reason) => {
           const answer = await api("POST", appPath(`users/${encodeURIComponent(user.id)}/kick`), { reason });
-          notice(`Kicked ${answer.kicked} connection(s) of ${user.id}.`);
+          notice(`Kicked ${answer.kicked} connection(s) of ${user.id}.`, true);
           await loadUsers(usersCursors);
         }),
       }, "Kick"))), details);
