@@ -56,6 +56,10 @@ async function signIn(password) {
   const page = await context.newPage();
   const errors = [];
   page.on("pageerror", (error) => errors.push(error.message));
+  // The page runs under a strict CSP: anything it refuses is a bug in the page.
+  page.on("console", (message) => {
+    if (/Content Security Policy/i.test(message.text())) errors.push(message.text());
+  });
   await page.goto(`${hub.url}/admin`);
   await page.getByLabel("Admin password or app API key").fill(password);
   await page.getByRole("button", { name: "Sign in" }).click();

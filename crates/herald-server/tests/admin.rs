@@ -98,6 +98,8 @@ async fn without_a_password_or_any_api_key_the_dashboard_does_not_exist() {
     let page = client().get(hub.url("/admin")).send().await.unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let slash = client().get(hub.url("/admin/")).send().await.unwrap();
+    assert_eq!((slash.status().as_u16(), slash.url().path()), (200, "/admin"), "redirected to the page");
     let session = sign_in(&hub, API_KEY).await;
     assert_eq!(session.get(&hub, "/admin/api/session").await.1["scope"], "app");
 }

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, FromRequestParts, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http::request::Parts;
@@ -87,6 +87,8 @@ pub(crate) fn router(hub: &Hub) -> Option<Router<Hub>> {
     }));
     let router = Router::new()
         .route("/admin", get(page))
+        // The page's relative links need `/admin` without the slash.
+        .route("/admin/", get(|| async { Redirect::permanent("../admin") }))
         .route("/admin/admin.js", get(script))
         .route("/admin/admin.css", get(style))
         .route("/admin/api/session", get(session_info).post(sign_in).delete(sign_out))

@@ -145,3 +145,29 @@ impl Samples {
 fn round(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(at_ms: u64, apps: [(usize, u64); 2], publishes: u64, deliveries: u64) -> Sample {
+        let apps = apps.map(|(connections, head)| AppGauges { connections, head }).to_vec();
+        Sample { at_ms, apps, counters: Counters { publishes, deliveries, slow_client_drops: 0 } }
+    }
+
+    #[test]
+    fn an_app_scope_sees_its_own_gauges_and_no_node_counters() {
+        let samples = Samples::new(vec!["a".into(), "b".into()]);
+        samples
+            .ring
+            .lock()
+            .extend([sample(0, [(1, 10), (5, 0)], 100, 1000), sample(2000, [(2, 14), (7, 8)], 112, 1100)]);
+        let all = samples.last(&Scope::Admin, None).unwrap();
+        assert_eq!((all.connections, all.publishes_per_sec, all.deliveries_per_sec), (9, 6.0, Some(50.0)));
+        let a = samples.last(&Scope::App("a".into()), Some("a")).unwrap();
+        assert_eq!((a.connections, a.publishes_per_sec, a.deliveries_per_sec), (2, 2.0, None));
+        let b = samples.last(&Scope::Admin, Some("b")).unwrap();
+        assert_eq!((b.connections, b.publishes_per_sec, b.deliveries_per_sec), (7, 4.0, None));
+        assert_eq!(samples.points(&Scope::Admin, None).len(), 1);
+    }
+}
