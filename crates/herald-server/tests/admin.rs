@@ -386,10 +386,11 @@ async fn every_admin_error_is_a_problem_document() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_cluster_the_overview_lists_the_other_nodes_and_kicks_reach_them() {
-    let redis = Redis::start().await;
+    let mut redis = Redis::start().await;
+    let url = redis.url();
     let clustered = || {
         let mut config = with_password(config());
-        config.redis_url = Some(redis.url());
+        config.redis_url = Some(url.clone());
         config
     };
     let (a, b) = (TestHub::start(clustered()).await, TestHub::start(clustered()).await);
@@ -424,4 +425,11 @@ async fn in_a_cluster_the_overview_lists_the_other_nodes_and_kicks_reach_them() 
     assert_eq!((status, body), (200, json!({ "kicked": 1 })));
     assert_eq!(on_b.until("herald.kicked").await.data, r#"{"reason":"moved"}"#);
     on_b.ended().await;
+
+    // With Redis gone, the overview still shows this node, its store down, and says why.
+    redis.stop().await;
+    let (status, overview) = session.get(&a, "/admin/api/overview").await;
+    assert_eq!(status, 200, "{overview}");
+    assert_eq!(overview["nodes"][0]["store"]["healthy"], false, "{overview}");
+    assert!(overview["presence_error"].is_string(), "{overview}");
 }

@@ -31,6 +31,7 @@ impl Hub {
         ids
     }
 
+    /// One app's gauges on this node.
     pub(crate) fn app_gauges(&self, app: &str) -> Result<AppGauges, Error> {
         let app = self.app(app)?;
         Ok(AppGauges { connections: app.registry.len(), head: *app.head.borrow() })

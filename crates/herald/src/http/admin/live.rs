@@ -73,8 +73,21 @@ pub(super) async fn overview(State(admin): State<Admin>, signed: Signed, parts: 
     let mut per_app = Vec::new();
     let mut local_users = 0;
     let mut local_connections = 0;
+    // With Redis down the cluster's presence is out of reach: this node is still shown, with why.
+    let mut presence_error = None;
     for app in &apps {
-        let connections = hub.connections(app, &ConnectionFilter::default(), usize::MAX - 1, None).await?.items;
+        let local = hub.app_gauges(app)?.connections;
+        let app_users = hub.local_user_count(app)?;
+        local_connections += local;
+        local_users += app_users;
+        let connections = match hub.connections(app, &ConnectionFilter::default(), usize::MAX - 1, None).await {
+            Ok(page) => page.items,
+            Err(error) => {
+                presence_error = Some(error.to_string());
+                per_app.push(json!({ "id": app, "connections": local, "users": app_users }));
+                continue;
+            }
+        };
         let users: BTreeSet<&str> = connections.iter().filter_map(|c| c.user.as_deref()).collect();
         per_app.push(json!({ "id": app, "connections": connections.len(), "users": users.len() }));
         for conn in &connections {
@@ -83,8 +96,6 @@ pub(super) async fn overview(State(admin): State<Admin>, signed: Signed, parts: 
             entry.0 += 1;
             entry.1.extend(conn.user.clone().map(|u| (app.clone(), u)));
         }
-        local_users += hub.local_user_count(app)?;
-        local_connections += hub.app_gauges(app)?.connections;
     }
     let recent = admin.0.samples.recent(signed.scope(), named.as_deref(), 5);
     let sees_node = matches!(signed.scope(), Scope::Admin) && named.is_none();
@@ -105,6 +116,7 @@ pub(super) async fn overview(State(admin): State<Admin>, signed: Signed, parts: 
     }
     Ok(Json(json!({
         "cluster": hub.config().redis_url.is_some(),
+        "presence_error": presence_error,
         "nodes": list,
         "apps": per_app,
     }))

@@ -171,6 +171,7 @@ async function loadNodes() {
   } else {
     notes.push("Single node.");
   }
+  if (overview.presence_error) notes.push(`The cluster's presence could not be read (${overview.presence_error}): other nodes are missing and the apps' figures are this node's.`);
   if (session.scope !== "admin") notes.push("Deliveries and drops are counted per node, not per app, so an app's key does not see them.");
   $("#overview-note").textContent = notes.join(" ");
 }
