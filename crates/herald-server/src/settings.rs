@@ -222,6 +222,8 @@ mod tests {
         assert!(err.contains("HERALD_HEARTBEAT_SECS"), "{err}");
         let err = load(None, |k| (k == "HERALD_API_KEY").then(|| "short".into()), no_flags()).unwrap_err();
         assert!(err.contains("app.api_key"), "{err}");
+        let err = load(None, |k| (k == "HERALD_ADMIN_PASSWORD").then(|| "short".into()), no_flags()).unwrap_err();
+        assert!(err.contains("`admin_password`") && !err.contains("short"), "{err}");
         let err = load(None, |k| (k == "HERALD_LISTEN").then(|| "nowhere".into()), no_flags()).unwrap_err();
         assert!(err.contains("socket address") && err.contains("`listen`"), "{err}");
     }
