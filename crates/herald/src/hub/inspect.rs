@@ -1,6 +1,7 @@
 //! What the admin dashboard reads of a running hub beyond the presence API: this node's id,
 //! per-app gauges for its charts, and one channel's recent and live traffic from history.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -8,6 +9,7 @@ use tokio::sync::watch;
 use super::Hub;
 use crate::error::Error;
 use crate::message::{Identity, Message};
+use crate::presence::ConnectionInfo;
 
 /// One app's gauges on this node, read without touching the publish path.
 #[derive(Debug, Clone, Copy, Default)]
@@ -37,9 +39,15 @@ impl Hub {
         Ok(AppGauges { connections: app.registry.len(), head: *app.head.borrow() })
     }
 
-    /// Distinct users with a stream on this node.
-    pub(crate) fn local_user_count(&self, app: &str) -> Result<usize, Error> {
-        Ok(self.app(app)?.registry.users().len())
+    /// The users with a stream on this node, and how many streams each holds.
+    pub(crate) fn local_users(&self, app: &str) -> Result<BTreeMap<Arc<str>, usize>, Error> {
+        Ok(self.app(app)?.registry.users())
+    }
+
+    /// The connections the other nodes of a cluster hold (none for a single node).
+    pub(crate) async fn remote_connections(&self, app: &str) -> Result<Vec<ConnectionInfo>, Error> {
+        let app = self.app(app)?;
+        Ok(app.backbone.remote_connections(&app.id).await?)
     }
 
     /// Messages in history that a connection joined to `channel` receives (those to the

@@ -21,7 +21,7 @@ use super::session::Scope;
 use super::{Admin, Signed};
 use crate::http::extract::{query_pairs, query_value};
 use crate::http::Problem;
-use crate::hub::{ConnectionFilter, Hub};
+use crate::hub::Hub;
 use crate::sse;
 
 /// Messages a channel's live feed sends at most per second; the rest are counted as skipped, so
@@ -68,7 +68,8 @@ pub(super) async fn overview(State(admin): State<Admin>, signed: Signed, parts: 
     let hub = &admin.0.hub;
     let (apps, named) = covered(&admin, &signed, &parts)?;
     let own = hub.node_id().to_string();
-    // Per node: connections and distinct users, from presence (cluster-wide in a cluster).
+    // Other nodes: connections and distinct users, from the cluster's presence. This node's
+    // figures come from its registry, without listing its connections.
     let mut nodes: BTreeMap<String, (usize, BTreeSet<(String, String)>)> = BTreeMap::new();
     let mut per_app = Vec::new();
     let mut local_users = 0;
@@ -77,25 +78,21 @@ pub(super) async fn overview(State(admin): State<Admin>, signed: Signed, parts: 
     let mut presence_error = None;
     for app in &apps {
         let local = hub.app_gauges(app)?.connections;
-        let app_users = hub.local_user_count(app)?;
+        let mut users: BTreeSet<String> = hub.local_users(app)?.into_keys().map(|u| u.to_string()).collect();
         local_connections += local;
-        local_users += app_users;
-        let connections = match hub.connections(app, &ConnectionFilter::default(), usize::MAX - 1, None).await {
-            Ok(page) => page.items,
-            Err(error) => {
-                presence_error = Some(error.to_string());
-                per_app.push(json!({ "id": app, "connections": local, "users": app_users }));
-                continue;
-            }
-        };
-        let users: BTreeSet<&str> = connections.iter().filter_map(|c| c.user.as_deref()).collect();
-        per_app.push(json!({ "id": app, "connections": connections.len(), "users": users.len() }));
-        for conn in &connections {
+        local_users += users.len();
+        let remote = hub.remote_connections(app).await.unwrap_or_else(|error| {
+            presence_error = Some(error.to_string());
+            Vec::new()
+        });
+        for conn in &remote {
             let node = conn.id.rsplit_once('-').map_or("", |(n, _)| n).to_string();
             let entry = nodes.entry(node).or_default();
             entry.0 += 1;
             entry.1.extend(conn.user.clone().map(|u| (app.clone(), u)));
         }
+        users.extend(remote.iter().filter_map(|c| c.user.clone()));
+        per_app.push(json!({ "id": app, "connections": local + remote.len(), "users": users.len() }));
     }
     let recent = admin.0.samples.recent(signed.scope(), named.as_deref(), 5);
     let sees_node = matches!(signed.scope(), Scope::Admin) && named.is_none();
