@@ -47,8 +47,9 @@ export class Hub {
   #dir;
   #log;
 
-  /** store: "memory" or "sqlite" (a temp file that survives restart()). */
-  constructor({ store = "memory", upstreamUrl, env = {} } = {}) {
+  /** store: "memory" or "sqlite" (a temp file that survives restart()); args: more `serve` flags. */
+  constructor({ store = "memory", upstreamUrl, env = {}, args = [] } = {}) {
+    this.args = args;
     this.apiKey = secret();
     this.jwtSecret = secret();
     this.upstreamSecret = secret();
@@ -89,7 +90,7 @@ export class Hub {
   async start() {
     const out = createWriteStream(this.#log, { flags: "a" });
     await once(out, "open");
-    this.#child = spawn(HERALD_BIN, ["serve"], {
+    this.#child = spawn(HERALD_BIN, ["serve", ...this.args], {
       env: { ...process.env, ...this.env, HERALD_LISTEN: `127.0.0.1:${this.port}` },
       stdio: ["ignore", out, out],
     });

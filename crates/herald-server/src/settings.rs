@@ -33,6 +33,7 @@ const ENV: &[(&str, &str, Kind)] = &[
     ("BODY_TIMEOUT_SECS", "body_timeout_secs", Kind::Number),
     ("TLS_CERT", "tls_cert", Kind::Text),
     ("TLS_KEY", "tls_key", Kind::Text),
+    ("ADMIN_PASSWORD", "admin_password", Kind::Text),
     ("APP_ID", "app.id", Kind::Text),
     ("API_KEY", "app.api_key", Kind::Text),
     ("JWT_SECRET", "app.jwt_secret", Kind::Text),
@@ -228,6 +229,8 @@ mod tests {
         assert!(err.contains("HERALD_HEARTBEAT_SECS"), "{err}");
         let err = load(None, |k| (k == "HERALD_API_KEY").then(|| "short".into()), no_flags()).unwrap_err();
         assert!(err.contains("app.api_key"), "{err}");
+        let err = load(None, |k| (k == "HERALD_ADMIN_PASSWORD").then(|| "short".into()), no_flags()).unwrap_err();
+        assert!(err.contains("`admin_password`") && !err.contains("short"), "{err}");
         let err = load(None, |k| (k == "HERALD_LISTEN").then(|| "nowhere".into()), no_flags()).unwrap_err();
         assert!(err.contains("socket address") && err.contains("`listen`"), "{err}");
     }

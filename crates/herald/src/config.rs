@@ -54,6 +54,9 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// Password of the admin dashboard at `/admin`, which then sees every app
+    /// (`HERALD_ADMIN_PASSWORD`); an app's API key signs in to that app alone.
+    pub admin_password: Option<String>,
     /// The default app, configured by the `HERALD_*` variables.
     pub app: AppConfig,
     /// Further apps, each with its own keys and limits.
@@ -79,6 +82,7 @@ impl Default for Config {
             body_timeout_secs: 30,
             tls_cert: None,
             tls_key: None,
+            admin_password: None,
             app: AppConfig::default(),
             apps: Vec::new(),
         }
@@ -285,6 +289,9 @@ impl Config {
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError::new("tls_cert", "and `tls_key` must be set together"));
+        }
+        if self.admin_password.as_ref().is_some_and(|p| p.len() < 12) {
+            return Err(ConfigError::new("admin_password", "must be at least 12 characters"));
         }
         let mut ids = std::collections::HashSet::new();
         let mut keys = std::collections::HashSet::new();

@@ -19,7 +19,8 @@
 //! - [`id`]: event ids `<epoch>-<seq>` that make resume exact.
 //! - [`auth`]: JWT verification bound to the configured key, and HMAC signatures.
 //! - [`store`]: persistence behind one trait — [`store::MemoryStore`], [`store::SqliteStore`].
-//! - [`http`]: the axum router: subscriber endpoints, the backend API, problem documents.
+//! - [`http`]: the axum router: subscriber endpoints, the backend API, problem documents, and
+//!   the admin dashboard at `/admin`.
 //! - `cluster`: the Redis side of the `Redis` backbone — shared sequence, history stream,
 //!   durable inbox, pub/sub fan-out and presence; it knows nothing of the hub.
 //! - [`server`]: HTTP/1.1 + HTTP/2 (+ TLS) serving and graceful shutdown.

@@ -309,7 +309,7 @@ pub(crate) async fn messages(
     Ok(Json(json!({ "messages": messages, "next_cursor": page.next_cursor })).into_response())
 }
 
-fn rfc3339_ms(ms: u64) -> String {
+pub(crate) fn rfc3339_ms(ms: u64) -> String {
     humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
 }
 

@@ -43,11 +43,12 @@ pub(crate) fn headers(hub: &Hub, app: Option<&str>, origin: Option<&HeaderValue>
     headers
 }
 
-/// The app a request addresses for CORS; `None` for `/api/*`, which browsers are not to call.
+/// The app a request addresses for CORS; `None` for `/api/*`, which browsers are not to call,
+/// and for the admin dashboard, which only its own page calls.
 /// A preflight names its app in the query only: it cannot carry the value of `X-Herald-App`.
 fn app_of(request: &Request, preflight: bool) -> Option<String> {
     let path = request.uri().path();
-    if path == "/api" || path.starts_with("/api/") {
+    if path == "/api" || path.starts_with("/api/") || path == "/admin" || path.starts_with("/admin/") {
         return None;
     }
     let query: Vec<(String, String)> =

@@ -1,5 +1,6 @@
 //! The HTTP face of the hub: one axum [`Router`] that an application mounts or the server runs.
 
+mod admin;
 pub(crate) mod api;
 mod assets;
 pub(crate) mod cors;
@@ -52,6 +53,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/herald.d.ts", get(assets::types))
         .route("/demo", get(assets::demo))
         .nest("/api", api)
+        .merge(admin::router(&hub).unwrap_or_default())
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -113,6 +113,14 @@ impl Log {
         self.entries.range(start..).filter(|m| m.targets.matches(who)).cloned().collect()
     }
 
+    /// The last `n` messages that `who` would have received, oldest first.
+    pub(crate) fn latest(&self, n: usize, who: &Identity) -> Vec<Arc<Message>> {
+        let mut latest: Vec<_> =
+            self.entries.iter().rev().filter(|m| m.targets.matches(who)).take(n).cloned().collect();
+        latest.reverse();
+        latest
+    }
+
     /// The id of a position, for `id:` lines that are not a message's own.
     pub(crate) fn id_of(&self, seq: u64) -> String {
         crate::id::format(&self.epoch, seq, false)

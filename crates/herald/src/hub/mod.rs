@@ -23,6 +23,7 @@ mod conn;
 mod directory;
 mod durable;
 mod held;
+mod inspect;
 pub(crate) mod log;
 mod maintenance;
 mod outbox;
@@ -43,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::presence::{ConnectionInfo, PresenceEvent, PresenceKind};
 pub use directory::{ConnectionFilter, OnlineUser};
+pub(crate) use inspect::AppGauges;
 pub use poll::{PollAnswer, PolledEvent};
 pub use subscribe::SubscribeRequest;
 
