@@ -394,6 +394,11 @@ async fn redis_cluster_failover_loses_nothing_acknowledged() {
     assert!(out.status.success(), "redis-cli --cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
     for n in &nodes {
         until_cli("the cluster is up", n.port, &["CLUSTER", "INFO"], |o| o.contains("cluster_state:ok")).await;
+        until_cli("every primary's replica is in sync", n.port, &["INFO", "replication"], |o| {
+            o.contains("role:slave") && o.contains("master_link_status:up")
+                || o.contains("role:master") && o.contains("connected_slaves:1") && o.contains("state=online")
+        })
+        .await;
     }
 
     // One app per shard: the owner of each candidate's hash tag decides.
@@ -435,8 +440,11 @@ async fn redis_cluster_failover_loses_nothing_acknowledged() {
     // Every target kind crosses nodes, in every app (so on every shard).
     for app in &apps {
         let claims = json!({"sub": "u1", "tenant": "t1", "sid": "s1", "channels": ["*"], "exp": now_secs() + 3600});
-        let (mut on_b, _) =
-            Sse::connect(&b.base, &format!("access_token={}&channel=news", token_with(app.secret, claims))).await;
+        let (mut on_b, _) = Sse::connect(
+            &b.base,
+            &format!("app={}&access_token={}&channel=news", app.id, token_with(app.secret, claims)),
+        )
+        .await;
         let mut ids = Vec::new();
         for to in [
             json!({"users": ["u1"]}),
@@ -452,8 +460,10 @@ async fn redis_cluster_failover_loses_nothing_acknowledged() {
                 .send()
                 .await
                 .unwrap();
-            assert_eq!(r.status().as_u16(), 200, "{}", app.id);
-            ids.push(r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string());
+            let status = r.status().as_u16();
+            let answer: Value = r.json().await.unwrap();
+            assert_eq!(status, 200, "{}: {answer}", app.id);
+            ids.push(answer["id"].as_str().unwrap().to_string());
         }
         for id in ids {
             assert_eq!(on_b.next_message().await.id, id, "app {}", app.id);
@@ -464,7 +474,7 @@ async fn redis_cluster_failover_loses_nothing_acknowledged() {
     let target = &apps[0];
     let user_token =
         |sub: &str| token_with(target.secret, json!({"sub": sub, "channels": ["*"], "exp": now_secs() + 3600}));
-    let query = format!("access_token={}", user_token("steady"));
+    let query = format!("app={}&access_token={}", target.id, user_token("steady"));
     let (mut on_a, _) = Sse::connect(&a.base, &query).await;
     let (mut on_b, _) = Sse::connect(&b.base, &query).await;
     let key: &'static str = target.key;
@@ -508,6 +518,6 @@ async fn redis_cluster_failover_loses_nothing_acknowledged() {
     receives_every_accepted(&mut on_a, &accepted, "subscriber on A").await;
     receives_every_accepted(&mut on_b, &accepted, "subscriber on B").await;
     stored_and_resumable(&c.base, key, &query, "steady", &accepted).await;
-    let late = format!("access_token={}", user_token("late"));
+    let late = format!("app={}&access_token={}", target.id, user_token("late"));
     presence_and_kicks_work(&b.base, &a.base, key, &late, "late").await;
 }
