@@ -521,3 +521,42 @@ async fn redis_cluster_failover_loses_nothing_acknowledged() {
     let late = format!("app={}&access_token={}", target.id, user_token("late"));
     presence_and_kicks_work(&b.base, &a.base, key, &late, "late").await;
 }
+
+/// A promoted replica that missed the last increments, simulated on one Redis by setting the
+/// sequence back: the next publish still gets a new, higher id (the publishing node's floor),
+/// and a node that reconnects raises the sequence to what it has seen (the fence).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_stay_unique_when_redis_loses_the_last_increments() {
+    let redis = Redis::start().await;
+    let env = [("HERALD_REDIS_URL", redis.url())];
+    let (a, b) = (herald(&env, None).await, herald(&env, None).await);
+    let query = format!("access_token={}", token("u", json!({})));
+    let (mut on_b, _) = Sse::connect(&b.base, &query).await;
+    let mut sent = Vec::new();
+    for n in 0..3 {
+        let (status, answer) = publish(&a.base, json!({"to": {"users": ["u"]}, "data": n})).await;
+        assert_eq!(status, 200, "{answer}");
+        sent.push(answer["id"].as_str().unwrap().to_string());
+    }
+    for id in &sent {
+        assert_eq!(&on_b.next_message().await.id, id);
+    }
+    assert!(redis.command("SET herald:default:seq 1").await.unwrap().starts_with("+OK"));
+    let (status, answer) = publish(&b.base, json!({"to": {"users": ["u"]}, "data": "after"})).await;
+    assert_eq!(status, 200, "{answer}");
+    let after = answer["id"].as_str().unwrap();
+    assert_eq!(seq_of(after), 4, "{after} after {sent:?}");
+    assert_eq!(on_b.next_message().await.id, after);
+
+    // The fence: both nodes lose the bus, resubscribe, and raise the sequence again.
+    assert!(redis.command("SET herald:default:seq 1").await.unwrap().starts_with("+OK"));
+    assert!(redis.command("CLIENT KILL TYPE pubsub").await.unwrap().starts_with(':'));
+    eventually("a reconnecting node raises the sequence to its head", || async {
+        redis.command("GET herald:default:seq").await.is_some_and(|r| r.ends_with("\r\n4\r\n"))
+    })
+    .await;
+    let (status, answer) = publish(&a.base, json!({"to": {"users": ["u"]}, "data": "last"})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(seq_of(answer["id"].as_str().unwrap()), 5, "{answer}");
+    assert_eq!(on_b.next_message().await.id, answer["id"].as_str().unwrap());
+}
