@@ -324,7 +324,7 @@ mod tests {
         assert!(matches!(Topology::parse("redis://127.0.0.1:6379"), Ok(Topology::Single(_))));
         for bad in ["redis+sentinel://127.0.0.1:26379", "redis+sentinel://h/m?passwd=secret", "redis+cluster://h:x"] {
             let Err(e) = Topology::parse(bad) else { panic!("{bad} parsed") };
-            assert!(!e.contains("secret") && !e.contains("redis+"), "{e}");
+            assert!(!e.contains("secret") && !e.contains("127.0.0.1") && !e.contains("h:x"), "{e}");
         }
     }
 }
