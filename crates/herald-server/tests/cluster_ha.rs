@@ -207,7 +207,12 @@ fn seq_of(id: &str) -> u64 {
 
 /// Stops the load and checks what it saw: fast refusals, publishing back within the bound
 /// after `killed`, ids unique and increasing. Returns the accepted answers.
-async fn finish_load(load: Arc<Mutex<Load>>, task: tokio::task::JoinHandle<()>, killed: Instant) -> Vec<Answer> {
+async fn finish_load(
+    what: &str,
+    load: Arc<Mutex<Load>>,
+    task: tokio::task::JoinHandle<()>,
+    killed: Instant,
+) -> Vec<Answer> {
     load.lock().unwrap().stop = true;
     task.await.unwrap();
     let answers = std::mem::take(&mut load.lock().unwrap().answers);
@@ -217,8 +222,10 @@ async fn finish_load(load: Arc<Mutex<Load>>, task: tokio::task::JoinHandle<()>, 
     let refused = answers.iter().filter(|a| a.status == 503).count();
     let back = answers.iter().find(|a| a.status == 200 && a.started > killed).expect("publishing never resumed");
     let outage = (back.started + back.took).duration_since(killed);
+    // bench/cluster collects this line.
+    let secs = outage.as_secs_f64();
     eprintln!(
-        "failover: publishing resumed {outage:?} after kill -9 of the primary; {refused} publishes refused (503)"
+        "failover: {what}: publishing resumed {secs:.2} s after kill -9 of the primary; {refused} publishes refused (503)"
     );
     assert!(outage < RESUME_BOUND, "publishing resumed only after {outage:?}");
     let accepted: Vec<Answer> = answers.into_iter().filter(|a| a.status == 200).collect();
@@ -355,7 +362,7 @@ async fn sentinel_failover_loses_nothing_acknowledged() {
     primary.kill9();
     let killed = Instant::now();
     until_accepted(&load, before + 30, Duration::from_secs(40), "after the failover").await;
-    let accepted = finish_load(load, task, killed).await;
+    let accepted = finish_load("Sentinel", load, task, killed).await;
 
     receives_every_accepted(&mut on_a, &accepted, "subscriber on A").await;
     receives_every_accepted(&mut on_b, &accepted, "subscriber on B").await;
@@ -513,7 +520,7 @@ async fn redis_cluster_failover_loses_nothing_acknowledged() {
     .await;
     nodes.iter_mut().find(|n| n.port == owner_port).unwrap().restart();
     until_accepted(&load, before + 30, Duration::from_secs(40), "after the failover").await;
-    let accepted = finish_load(load, task, killed).await;
+    let accepted = finish_load("Redis Cluster", load, task, killed).await;
 
     receives_every_accepted(&mut on_a, &accepted, "subscriber on A").await;
     receives_every_accepted(&mut on_b, &accepted, "subscriber on B").await;
