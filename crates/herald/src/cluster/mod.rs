@@ -111,6 +111,9 @@ pub(crate) struct Cluster {
     min_replicas: usize,
     presence_ttl: Duration,
     presence: mpsc::UnboundedSender<(String, PresenceEvent)>,
+    /// Set when the bus was (re)subscribed: Redis may have failed over to a replica that missed
+    /// the last presence writes, so the next refresh rewrites this node's presence whole.
+    presence_resync: std::sync::atomic::AtomicBool,
     /// Delivery counts on their way to the nodes that published the messages.
     reports: mpsc::Sender<Report>,
     pub(crate) inbox: Arc<RedisInbox>,
@@ -153,6 +156,7 @@ impl Cluster {
             min_replicas,
             presence_ttl,
             presence,
+            presence_resync: Default::default(),
             reports,
         });
         tokio::spawn(cluster.clone().write_presence(rx, apps));
@@ -448,6 +452,9 @@ impl Cluster {
                     }
                 }
                 _ = refresh.tick() => {
+                    if self.presence_resync.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                        stale.extend(apps.iter().cloned());
+                    }
                     let now = crate::message::now_ms();
                     let ttl = (self.presence_ttl.as_secs() * 2).max(2) as i64;
                     for (app, conns) in &local {

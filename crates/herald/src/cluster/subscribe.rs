@@ -79,6 +79,7 @@ impl Cluster {
         if tx.send(BusEvent::Resubscribed).await.is_err() {
             return Ok(());
         }
+        self.presence_resync.store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::info!("Subscribed to the cluster bus.");
         *backoff = FIRST_BACKOFF;
         let mut messages = pubsub.into_on_message();
@@ -132,6 +133,7 @@ impl Cluster {
         if tx.send(BusEvent::Resubscribed).await.is_err() {
             return Ok(());
         }
+        self.presence_resync.store(true, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(app, "Subscribed to the app's shard of the cluster bus.");
         *backoff = FIRST_BACKOFF;
         let mut check = tokio::time::interval(CHECK_EVERY);
