@@ -4,11 +4,11 @@
 //! # How a publish travels
 //!
 //! One Lua script (see `scripts`) takes the app's next sequence number, appends the message
-//! to the app's history stream, stores durable copies per user, and PUBLISHes it on the app's
-//! bus channel — atomically, so every node receives the bus in sequence order and nothing is
+//! to the app's history stream, stores durable copies per user, and PUBLISHes (SPUBLISHes) it
+//! on the app's bus channel — atomically, so every node receives the bus in sequence order and nothing is
 //! seen before it is stored. Every node, the publishing one included, applies bus messages to
 //! its in-memory history and delivers them; the publishing node answers once its own copy has
-//! been applied, so `delivered` counts the connections on that node.
+//! been applied and the other live nodes reported their counts (or `delivery_report_ms` passed).
 //!
 //! # When Redis goes away
 //!
@@ -20,9 +20,20 @@
 //!
 //! # Presence
 //!
-//! Each node keeps its connections in a hash per app and refreshes its entry in a sorted set
-//! of live nodes; a node that stops refreshing (killed) drops out of every presence answer
-//! after `presence_ttl_secs`, without a refresh per connection.
+//! Each node keeps its connections in a hash per app and refreshes its entry in the app's
+//! sorted set of live nodes; a node that stops refreshing (killed) drops out of every presence
+//! answer after `presence_ttl_secs`, without a refresh per connection.
+//!
+//! # Topologies and failover
+//!
+//! `topology` hides whether Redis is one server, a Sentinel-managed primary or a Redis Cluster
+//! behind one connection type; `subscribe` consumes the bus with classic or (on Redis Cluster)
+//! sharded pub/sub. On Redis Cluster every key of an app shares a hash tag (`keys::space`), so
+//! the publish script stays one atomic step on one shard. With `redis_min_replicas`, a publish
+//! is answered only once replicas confirmed it (`WAIT`), so a failover loses nothing answered
+//! 200; and ids stay unique across a failover that lost the last increments through a floor in
+//! every publish, a fence after every reconnection and, as a last resort, a fork of the epoch
+//! (docs/CLUSTER.md, "Failover: what is promised").
 
 mod inbox;
 mod keys;
