@@ -160,9 +160,14 @@ pub(crate) struct Sentinel {
     /// The connection in use and its generation; `None` until (re)connected.
     current: parking_lot::Mutex<Option<(u64, MultiplexedConnection)>>,
     generation: AtomicU64,
-    /// One reconnection at a time; the others wait for its result.
-    connecting: tokio::sync::Mutex<()>,
+    /// One reconnection at a time; the others wait for its result, and share a failure of the
+    /// last [`RETRY_AFTER`] instead of each trying again (a publish burst during a failover
+    /// must not queue one connection attempt per publish). Holds when the last attempt failed.
+    connecting: tokio::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How long a failed search for the primary is the answer for everyone who asks.
+const RETRY_AFTER: Duration = Duration::from_millis(200);
 
 impl Sentinel {
     /// Asks the sentinels, in turn, where the primary is.
@@ -206,14 +211,22 @@ impl Sentinel {
         if let Some(c) = self.current.lock().clone() {
             return Ok(c);
         }
-        let _one = self.connecting.lock().await;
+        let mut failed_at = bounded(COMMAND_TIMEOUT, async { Ok(self.connecting.lock().await) }).await?;
         if let Some(c) = self.current.lock().clone() {
             return Ok(c);
         }
-        let client = self.primary().await?;
-        let config =
-            AsyncConnectionConfig::new().set_connection_timeout(CONNECT_TIMEOUT).set_response_timeout(COMMAND_TIMEOUT);
-        let conn = bounded(CONNECT_TIMEOUT, client.get_multiplexed_async_connection_with_config(&config)).await?;
+        if failed_at.is_some_and(|at| at.elapsed() < RETRY_AFTER) {
+            return Err(RedisError::from((ErrorKind::IoError, "the Redis primary is unreachable; looking for it")));
+        }
+        let connect = async {
+            let client = self.primary().await?;
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(CONNECT_TIMEOUT)
+                .set_response_timeout(COMMAND_TIMEOUT);
+            bounded(CONNECT_TIMEOUT, client.get_multiplexed_async_connection_with_config(&config)).await
+        };
+        let conn = connect.await.inspect_err(|_| *failed_at = Some(std::time::Instant::now()))?;
+        *failed_at = None;
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::info!("Connected to the primary Sentinel names.");
         *self.current.lock() = Some((generation, conn.clone()));
