@@ -26,6 +26,7 @@ const ENV: &[(&str, &str, Kind)] = &[
     ("STORE_SYNC", "store_sync", Kind::Text),
     ("STORE_MAX_BYTES", "store_max_bytes", Kind::Number),
     ("REDIS_URL", "redis_url", Kind::Text),
+    ("REDIS_MIN_REPLICAS", "redis_min_replicas", Kind::Number),
     ("PRESENCE_TTL_SECS", "presence_ttl_secs", Kind::Number),
     ("DELIVERY_REPORT_MS", "delivery_report_ms", Kind::Number),
     ("HEAD_TIMEOUT_SECS", "head_timeout_secs", Kind::Number),

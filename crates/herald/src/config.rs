@@ -33,9 +33,13 @@ pub struct Config {
     /// Largest the SQLite file may grow, in bytes; past it durable publishes fail with 503, as on
     /// a full disk. Unlimited when unset.
     pub store_max_bytes: Option<u64>,
-    /// Redis URL (`redis://host:port/db`); with it the node joins a cluster and Redis holds
-    /// history, durable messages and presence instead of SQLite.
+    /// Redis URL (`redis://host:port/db`, `redis+sentinel://H:P,H:P/MASTER`,
+    /// `redis+cluster://H:P,H:P`); with it the node joins a cluster and Redis holds history,
+    /// durable messages and presence instead of SQLite.
     pub redis_url: Option<String>,
+    /// Cluster: Redis replicas that must confirm each publish (`WAIT`) before it is answered
+    /// 200, so that a failover cannot lose it; 0 for a lone Redis, 1 with Sentinel or Cluster.
+    pub redis_min_replicas: usize,
     /// Seconds after which a node that stopped refreshing its presence (crashed) is dropped
     /// from every presence answer.
     pub presence_ttl_secs: u64,
@@ -75,6 +79,7 @@ impl Default for Config {
             store_sync: StoreSync::Normal,
             store_max_bytes: None,
             redis_url: None,
+            redis_min_replicas: 0,
             presence_ttl_secs: 15,
             send_buffer_bytes: 16 * 1024,
             delivery_report_ms: 100,
@@ -282,9 +287,17 @@ impl Config {
             return Err(ConfigError::new("presence_ttl_secs", "must be at least 3"));
         }
         if let Some(url) = &self.redis_url {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://")) {
+            const SCHEMES: [&str; 5] =
+                ["redis://", "rediss://", "redis+unix://", "redis+sentinel://", "redis+cluster://"];
+            if !SCHEMES.iter().any(|s| url.starts_with(s)) {
                 // Not quoted: a URL may carry a password.
-                return Err(ConfigError::new("redis_url", "is not a `redis://`, `rediss://` or `redis+unix://` URL"));
+                return Err(ConfigError::new(
+                    "redis_url",
+                    "is not a `redis://`, `rediss://`, `redis+unix://`, `redis+sentinel://` or `redis+cluster://` URL",
+                ));
+            }
+            if let Err(e) = crate::cluster::Topology::parse(url) {
+                return Err(ConfigError::new("redis_url", e));
             }
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {

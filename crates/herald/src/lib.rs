@@ -22,7 +22,8 @@
 //! - [`http`]: the axum router: subscriber endpoints, the backend API, problem documents, and
 //!   the admin dashboard at `/admin`.
 //! - `cluster`: the Redis side of the `Redis` backbone — shared sequence, history stream,
-//!   durable inbox, pub/sub fan-out and presence; it knows nothing of the hub.
+//!   durable inbox, pub/sub fan-out and presence, on one server, Sentinel or Redis Cluster;
+//!   it knows nothing of the hub.
 //! - [`server`]: HTTP/1.1 + HTTP/2 (+ TLS) serving and graceful shutdown.
 //! - [`config`]: configuration, validated with errors that name the key.
 //!

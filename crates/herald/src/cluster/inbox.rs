@@ -4,10 +4,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use futures_util::future::{BoxFuture, FutureExt};
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
+use super::topology::Conn;
 use super::{keys, scripts, unavailable};
 use crate::message::now_ms;
 use crate::store::{Acked, Inbox, MessageQuery, StoreError, Swept, UnreadChange, UserMessage};
@@ -24,26 +24,28 @@ pub(crate) struct Record {
 
 /// The Redis side of [`Inbox`].
 pub(crate) struct RedisInbox {
-    pub(super) conn: ConnectionManager,
+    pub(super) conn: Conn,
     pub(super) apps: Vec<String>,
+    /// Redis Cluster: keys are named with the app in braces (see `keys::space`).
+    pub(super) cluster: bool,
     /// Each app's epoch, which durable ids are made from.
     pub(super) epochs: parking_lot::Mutex<HashMap<String, String>>,
 }
 
 impl RedisInbox {
+    fn ns(&self, app: &str) -> String {
+        keys::space(app, self.cluster).into_owned()
+    }
+
     fn epoch(&self, app: &str) -> String {
         self.epochs.lock().get(app).cloned().unwrap_or_default()
     }
 
     /// Every durable message of `user`, by sequence, with its read mark.
-    async fn load(
-        mut conn: ConnectionManager,
-        app: &str,
-        user: &str,
-    ) -> Result<BTreeMap<u64, (Record, Option<u64>)>, StoreError> {
+    async fn load(mut conn: Conn, space: &str, user: &str) -> Result<BTreeMap<u64, (Record, Option<u64>)>, StoreError> {
         let (records, reads): (HashMap<u64, String>, HashMap<u64, u64>) = redis::pipe()
-            .hgetall(keys::inbox(app, user))
-            .hgetall(keys::read(app, user))
+            .hgetall(keys::inbox(space, user))
+            .hgetall(keys::read(space, user))
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
@@ -72,7 +74,8 @@ fn view(epoch: &str, seq: u64, record: Record, read_ms: Option<u64>) -> UserMess
 impl Inbox for RedisInbox {
     fn ack(&self, app: &str, user: &str, seqs: Vec<u64>) -> BoxFuture<'static, Result<Acked, StoreError>> {
         let mut conn = self.conn.clone();
-        let (inbox, read) = (keys::inbox(app, user), keys::read(app, user));
+        let ns = self.ns(app);
+        let (inbox, read) = (keys::inbox(&ns, user), keys::read(&ns, user));
         async move {
             let script = scripts::ack();
             let mut call = script.prepare_invoke();
@@ -88,10 +91,10 @@ impl Inbox for RedisInbox {
 
     fn unread(&self, app: &str, user: &str) -> BoxFuture<'static, Result<u64, StoreError>> {
         let conn = self.conn.clone();
-        let (app, user) = (app.to_string(), user.to_string());
+        let (ns, user) = (self.ns(app), user.to_string());
         async move {
             let now = now_ms();
-            let all = Self::load(conn, &app, &user).await?;
+            let all = Self::load(conn, &ns, &user).await?;
             Ok(all.values().filter(|(r, read)| read.is_none() && r.expires_ms > now).count() as u64)
         }
         .boxed()
@@ -100,10 +103,10 @@ impl Inbox for RedisInbox {
     fn pending(&self, app: &str, user: &str, up_to: u64) -> BoxFuture<'static, Result<Vec<UserMessage>, StoreError>> {
         let conn = self.conn.clone();
         let epoch = self.epoch(app);
-        let (app, user) = (app.to_string(), user.to_string());
+        let (ns, user) = (self.ns(app), user.to_string());
         async move {
             let now = now_ms();
-            let all = Self::load(conn, &app, &user).await?;
+            let all = Self::load(conn, &ns, &user).await?;
             Ok(all
                 .into_iter()
                 .filter(|(seq, (r, read))| *seq <= up_to && read.is_none() && r.expires_ms > now)
@@ -121,10 +124,10 @@ impl Inbox for RedisInbox {
     ) -> BoxFuture<'static, Result<Vec<UserMessage>, StoreError>> {
         let conn = self.conn.clone();
         let epoch = self.epoch(app);
-        let (app, user) = (app.to_string(), user.to_string());
+        let (ns, user) = (self.ns(app), user.to_string());
         async move {
             let now = now_ms();
-            let all = Self::load(conn, &app, &user).await?;
+            let all = Self::load(conn, &ns, &user).await?;
             Ok(all
                 .into_iter()
                 .rev()
@@ -141,21 +144,23 @@ impl Inbox for RedisInbox {
     fn sweep(&self, now_ms: u64) -> BoxFuture<'static, Result<Swept, StoreError>> {
         let mut conn = self.conn.clone();
         let apps = self.apps.clone();
+        let cluster = self.cluster;
         async move {
             let mut changes = Vec::new();
             let apps_after = apps.clone();
             for app in apps {
+                let ns = keys::space(&app, cluster).into_owned();
                 let expired: Vec<String> =
-                    conn.zrangebyscore_limit(keys::expiry(&app), 0, now_ms, 0, 1000).await.map_err(unavailable)?;
+                    conn.zrangebyscore_limit(keys::expiry(&ns), 0, now_ms, 0, 1000).await.map_err(unavailable)?;
                 let mut users = Vec::new();
                 for member in &expired {
                     let Some((user, seq)) = member.split_once('\n') else { continue };
                     // Only the node whose ZREM removed the entry reports the change.
-                    let removed: u64 = conn.zrem(keys::expiry(&app), member).await.map_err(unavailable)?;
+                    let removed: u64 = conn.zrem(keys::expiry(&ns), member).await.map_err(unavailable)?;
                     if removed == 1 {
                         let _: () = redis::pipe()
-                            .hdel(keys::inbox(&app, user), seq)
-                            .hdel(keys::read(&app, user), seq)
+                            .hdel(keys::inbox(&ns, user), seq)
+                            .hdel(keys::read(&ns, user), seq)
                             .query_async(&mut conn)
                             .await
                             .map_err(unavailable)?;
@@ -166,8 +171,8 @@ impl Inbox for RedisInbox {
                 users.dedup();
                 for user in users {
                     let (total, read): (i64, i64) = redis::pipe()
-                        .hlen(keys::inbox(&app, &user))
-                        .hlen(keys::read(&app, &user))
+                        .hlen(keys::inbox(&ns, &user))
+                        .hlen(keys::read(&ns, &user))
                         .query_async(&mut conn)
                         .await
                         .map_err(unavailable)?;
@@ -176,8 +181,10 @@ impl Inbox for RedisInbox {
             }
             let mut next_expiry_ms: Option<u64> = None;
             for app in &apps_after {
-                let first: Vec<(String, u64)> =
-                    conn.zrange_withscores(keys::expiry(app), 0, 0).await.map_err(unavailable)?;
+                let first: Vec<(String, u64)> = conn
+                    .zrange_withscores(keys::expiry(&keys::space(app, cluster)), 0, 0)
+                    .await
+                    .map_err(unavailable)?;
                 next_expiry_ms = first.into_iter().map(|(_, at)| at).chain(next_expiry_ms).min();
             }
             Ok(Swept { changes, next_expiry_ms })

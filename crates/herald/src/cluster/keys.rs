@@ -1,6 +1,28 @@
-//! Redis key and channel names. Everything of one app shares the `herald:{app}:` prefix.
+//! Redis key and channel names. Everything of one app shares the `herald:{space}:` prefix, where
+//! `space` is the app's id — in braces on Redis Cluster (see [`space`]).
 
-pub(super) const NODES: &str = "herald:nodes";
+use std::borrow::Cow;
+
+/// What names an app in its keys: its id, or on Redis Cluster `{id}`, a hash tag that puts every
+/// key and channel of the app in one slot, so that the publish script may touch them together.
+/// (Classic servers keep the names they always had, so an upgrade keeps their data.)
+pub(super) fn space(app: &str, cluster: bool) -> Cow<'_, str> {
+    match cluster {
+        true => Cow::Owned(format!("{{{app}}}")),
+        false => Cow::Borrowed(app),
+    }
+}
+
+/// The app of a key space.
+pub(super) fn app_of_space(space: &str) -> &str {
+    space.strip_prefix('{').and_then(|s| s.strip_suffix('}')).unwrap_or(space)
+}
+
+/// The sorted set of the app's live nodes (score: last refresh, ms). One per app, so that it
+/// shares the app's slot on Redis Cluster.
+pub(super) fn nodes(app: &str) -> String {
+    format!("herald:{app}:nodes")
+}
 
 pub(super) fn seq(app: &str) -> String {
     format!("herald:{app}:seq")

@@ -4,11 +4,11 @@
 //! # How a publish travels
 //!
 //! One Lua script (see `scripts`) takes the app's next sequence number, appends the message
-//! to the app's history stream, stores durable copies per user, and PUBLISHes it on the app's
-//! bus channel — atomically, so every node receives the bus in sequence order and nothing is
+//! to the app's history stream, stores durable copies per user, and PUBLISHes (SPUBLISHes) it
+//! on the app's bus channel — atomically, so every node receives the bus in sequence order and nothing is
 //! seen before it is stored. Every node, the publishing one included, applies bus messages to
 //! its in-memory history and delivers them; the publishing node answers once its own copy has
-//! been applied, so `delivered` counts the connections on that node.
+//! been applied and the other live nodes reported their counts (or `delivery_report_ms` passed).
 //!
 //! # When Redis goes away
 //!
@@ -20,32 +20,45 @@
 //!
 //! # Presence
 //!
-//! Each node keeps its connections in a hash per app and refreshes its entry in a sorted set
-//! of live nodes; a node that stops refreshing (killed) drops out of every presence answer
-//! after `presence_ttl_secs`, without a refresh per connection.
+//! Each node keeps its connections in a hash per app and refreshes its entry in the app's
+//! sorted set of live nodes; a node that stops refreshing (killed) drops out of every presence
+//! answer after `presence_ttl_secs`, without a refresh per connection.
+//!
+//! # Topologies and failover
+//!
+//! `topology` hides whether Redis is one server, a Sentinel-managed primary or a Redis Cluster
+//! behind one connection type; `subscribe` consumes the bus with classic or (on Redis Cluster)
+//! sharded pub/sub. On Redis Cluster every key of an app shares a hash tag (`keys::space`), so
+//! the publish script stays one atomic step on one shard. With `redis_min_replicas`, a publish
+//! is answered only once replicas confirmed it (`WAIT`), so a failover loses nothing answered
+//! 200; and ids stay unique across a failover that lost the last increments through a floor in
+//! every publish, a fence after every reconnection and, as a last resort, a fork of the epoch
+//! (docs/CLUSTER.md, "Failover: what is promised").
 
 mod inbox;
 mod keys;
 mod scripts;
+mod subscribe;
+mod topology;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 pub(crate) use inbox::{Record, RedisInbox};
+use topology::Conn;
+pub(crate) use topology::Topology;
 
 use crate::message::Targets;
 use crate::presence::{ConnectionInfo, Kick, PresenceEvent, PresenceKind};
 use crate::store::{DurableFor, HistoryLimits, Opened, StoreError, StoredMessage};
 
-/// How long a command may take before Redis counts as unreachable.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a publish waits for `redis_min_replicas` replicas to confirm it (`WAIT`).
+const REPLICA_WAIT_MS: u64 = 1000;
 /// The first wait before resubscribing to the bus; it doubles up to 5 s while Redis stays away.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// Bus events waiting for the hub to apply them; a full queue slows the consumer, and Redis
@@ -80,7 +93,14 @@ impl From<StoredMessage> for WireMessage {
 /// What the bus brings, in order.
 pub(crate) enum BusEvent {
     /// A published message.
-    Message { app: String, seq: u64, stream_id: String, unread: Vec<(String, u64)>, message: WireMessage },
+    Message {
+        app: String,
+        seq: u64,
+        stream_id: String,
+        epoch: String,
+        unread: Vec<(String, u64)>,
+        message: WireMessage,
+    },
     /// Unread counts changed (acks, expiry).
     Unread { app: String, changes: Vec<(String, u64)> },
     /// A connection came or went on another node.
@@ -96,10 +116,15 @@ pub(crate) enum BusEvent {
 /// A handle on the cluster's Redis.
 pub(crate) struct Cluster {
     pub(crate) node: Arc<str>,
-    client: redis::Client,
-    conn: ConnectionManager,
+    topology: Topology,
+    conn: Conn,
+    /// Replicas that must confirm a publish before it is answered (`redis_min_replicas`).
+    min_replicas: usize,
     presence_ttl: Duration,
     presence: mpsc::UnboundedSender<(String, PresenceEvent)>,
+    /// Set when the bus was (re)subscribed: Redis may have failed over to a replica that missed
+    /// the last presence writes, so the next refresh rewrites this node's presence whole.
+    presence_resync: std::sync::atomic::AtomicBool,
     /// Delivery counts on their way to the nodes that published the messages.
     reports: mpsc::Sender<Report>,
     pub(crate) inbox: Arc<RedisInbox>,
@@ -120,30 +145,46 @@ impl Cluster {
         node: Arc<str>,
         apps: Vec<String>,
         presence_ttl: Duration,
+        min_replicas: usize,
     ) -> Result<Arc<Self>, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| StoreError::Failed(format!("`redis_url`: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(COMMAND_TIMEOUT)
-            .set_response_timeout(COMMAND_TIMEOUT)
-            .set_number_of_retries(1);
-        let conn = tokio::time::timeout(COMMAND_TIMEOUT * 2, client.get_connection_manager_with_config(config))
-            .await
-            .map_err(|_| StoreError::Unavailable(format!("no answer from Redis at `{url}`")))?
-            .map_err(unavailable)?;
+        // Not quoted: a URL may carry a password.
+        let topology = Topology::parse(url).map_err(|e| StoreError::Failed(format!("`redis_url` {e}")))?;
+        let conn =
+            topology.connect().await.map_err(|e| StoreError::Unavailable(format!("no answer from Redis: {e}")))?;
         let (presence, rx) = mpsc::unbounded_channel();
         let (reports, reports_rx) = mpsc::channel(REPORT_QUEUE);
+        let cluster_mode = topology.sharded();
         let cluster = Arc::new(Self {
             node,
-            client,
-            inbox: Arc::new(RedisInbox { conn: conn.clone(), apps: apps.clone(), epochs: Default::default() }),
+            inbox: Arc::new(RedisInbox {
+                conn: conn.clone(),
+                apps: apps.clone(),
+                epochs: Default::default(),
+                cluster: cluster_mode,
+            }),
+            topology,
             conn,
+            min_replicas,
             presence_ttl,
             presence,
+            presence_resync: Default::default(),
             reports,
         });
         tokio::spawn(cluster.clone().write_presence(rx, apps));
         tokio::spawn(cluster.clone().send_reports(reports_rx));
         Ok(cluster)
+    }
+
+    /// The app's name in its keys (see [`keys::space`]).
+    fn ns<'a>(&self, app: &'a str) -> std::borrow::Cow<'a, str> {
+        keys::space(app, self.topology.sharded())
+    }
+
+    /// A command that publishes on an app's channel: sharded on Redis Cluster.
+    fn publish_cmd(&self, channel: String, payload: String) -> redis::Cmd {
+        let mut cmd = redis::cmd(if self.topology.sharded() { "SPUBLISH" } else { "PUBLISH" });
+        cmd.arg(channel).arg(payload);
+        cmd
     }
 
     /// The app's epoch (created on first use), its head, and its history from the stream.
@@ -153,10 +194,11 @@ impl Cluster {
         limits: HistoryLimits,
     ) -> Result<(Opened, Option<String>), StoreError> {
         let mut conn = self.conn.clone();
-        let _: bool = conn.set_nx(keys::epoch(app), crate::id::random_token(6)).await.map_err(unavailable)?;
+        let ns = self.ns(app);
+        let _: bool = conn.set_nx(keys::epoch(&ns), crate::id::random_token(6)).await.map_err(unavailable)?;
         let (epoch, head): (String, Option<u64>) = redis::pipe()
-            .get(keys::epoch(app))
-            .get(keys::seq(app))
+            .get(keys::epoch(&ns))
+            .get(keys::seq(&ns))
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
@@ -171,13 +213,31 @@ impl Cluster {
 
     /// The app's current epoch and head, to detect a Redis that lost its data.
     pub(crate) async fn epoch_and_head(&self, app: &str) -> Result<(Option<String>, u64), StoreError> {
+        let ns = self.ns(app);
         let (epoch, head): (Option<String>, Option<u64>) = redis::pipe()
-            .get(keys::epoch(app))
-            .get(keys::seq(app))
+            .get(keys::epoch(&ns))
+            .get(keys::seq(&ns))
             .query_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
         Ok((epoch, head.unwrap_or(0)))
+    }
+
+    /// Raises the app's sequence to at least `head` (see `scripts::fence`); returns what it was.
+    pub(crate) async fn fence(&self, app: &str, head: u64) -> Result<u64, StoreError> {
+        let script = scripts::fence();
+        let mut call = script.prepare_invoke();
+        call.key(keys::seq(&self.ns(app))).arg(head);
+        call.invoke_async(&mut self.conn.clone()).await.map_err(unavailable)
+    }
+
+    /// Starts a new history for every node if the epoch is still `epoch` (see `scripts::fork`).
+    pub(crate) async fn fork(&self, app: &str, epoch: &str) -> Result<(), StoreError> {
+        let script = scripts::fork();
+        let mut call = script.prepare_invoke();
+        call.key(keys::epoch(&self.ns(app))).arg(epoch).arg(crate::id::random_token(6));
+        call.invoke_async::<i64>(&mut self.conn.clone()).await.map_err(unavailable)?;
+        Ok(())
     }
 
     /// Stream entries after `after` (exclusive; the whole stream when `None`), and the id of
@@ -188,12 +248,13 @@ impl Cluster {
         after: Option<&str>,
     ) -> Result<(Vec<StoredMessage>, Option<String>), StoreError> {
         let mut conn = self.conn.clone();
+        let stream = keys::stream(&self.ns(app));
         let mut start = after.map_or("-".to_string(), |id| format!("({id}"));
         let mut out = Vec::new();
         let mut last = after.map(str::to_owned);
         loop {
             let reply: redis::streams::StreamRangeReply =
-                conn.xrange_count(keys::stream(app), &start, "+", 1000).await.map_err(unavailable)?;
+                conn.xrange_count(&stream, &start, "+", 1000).await.map_err(unavailable)?;
             let n = reply.ids.len();
             for entry in reply.ids {
                 let seq: Option<u64> = entry.get("seq");
@@ -217,59 +278,99 @@ impl Cluster {
         }
     }
 
-    /// Runs the publish script; returns the message's sequence number.
+    /// Runs the publish script; returns the message's sequence number. `floor` is the highest
+    /// sequence this node has applied: the new one is above it even if Redis lost increments.
+    ///
+    /// With `redis_min_replicas` set, `WAIT` follows the script in the same pipeline (on Redis
+    /// Cluster it goes where the script went), so the answer means "on that many replicas";
+    /// when fewer confirm within [`REPLICA_WAIT_MS`], the publish fails and says so. The
+    /// message then may still have been delivered (it ran on the primary), as when the answer
+    /// of a script is lost.
     pub(crate) async fn publish(
         &self,
         app: &str,
         message: &WireMessage,
         durable: Option<(&DurableFor, Record)>,
         limits: HistoryLimits,
+        floor: u64,
     ) -> Result<u64, StoreError> {
         let mut conn = self.conn.clone();
+        let ns = self.ns(app);
         let json = serde_json::to_string(message).map_err(|e| StoreError::Failed(e.to_string()))?;
         let script = scripts::publish();
-        let mut call = script.prepare_invoke();
-        call.key(keys::seq(app)).key(keys::stream(app)).key(keys::expiry(app));
-        call.arg(json).arg(keys::bus(app)).arg(limits.max_len);
-        match durable {
+        let mut keys = vec![keys::seq(&ns), keys::stream(&ns), keys::expiry(&ns), keys::epoch(&ns)];
+        let mut call = redis::cmd("EVALSHA");
+        let command = if self.topology.sharded() { "SPUBLISH" } else { "PUBLISH" };
+        let (record, expires_ms, users) = match durable {
             Some((durable, record)) => {
                 for user in &durable.users {
-                    call.key(keys::inbox(app, user)).key(keys::read(app, user));
+                    keys.push(keys::inbox(&ns, user));
+                    keys.push(keys::read(&ns, user));
                 }
                 let record = serde_json::to_string(&record).map_err(|e| StoreError::Failed(e.to_string()))?;
-                call.arg(record).arg(durable.expires_ms);
-                for user in &durable.users {
-                    call.arg(user);
-                }
+                (record, durable.expires_ms, &durable.users[..])
             }
-            None => {
-                call.arg("").arg(0);
+            None => (String::new(), 0, &[][..]),
+        };
+        call.arg(script.get_hash()).arg(keys.len()).arg(&keys);
+        call.arg(json).arg(keys::bus(&ns)).arg(limits.max_len).arg(record).arg(expires_ms).arg(command).arg(floor);
+        call.arg(users);
+        // The script, then (with `redis_min_replicas`) WAIT, in one pipeline: on Redis Cluster
+        // the pipeline goes where its keys are, so WAIT asks the primary that ran the script. A
+        // primary that does not know the script yet (a fresh one, after a failover) loads it,
+        // then the pipeline runs again.
+        let mut pipe = redis::pipe();
+        pipe.add_command(call);
+        if self.min_replicas > 0 {
+            pipe.cmd("WAIT").arg(self.min_replicas).arg(REPLICA_WAIT_MS);
+        }
+        for attempt in 0..2 {
+            let answer = match self.min_replicas {
+                0 => pipe.query_async::<(u64,)>(&mut conn).await.map(|(seq,)| (seq, 0)),
+                _ => pipe.query_async::<(u64, usize)>(&mut conn).await,
+            };
+            match answer {
+                Ok((seq, confirmed)) if confirmed >= self.min_replicas => return Ok(seq),
+                Ok((_, confirmed)) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "only {confirmed} of the {} Redis replicas required by `redis_min_replicas` confirmed the \
+                         message within {REPLICA_WAIT_MS} ms; it may still have been delivered",
+                        self.min_replicas
+                    )))
+                }
+                Err(e) if e.kind() == redis::ErrorKind::NoScriptError && attempt == 0 => {
+                    script.prepare_invoke().load_async(&mut conn).await.map_err(unavailable)?;
+                }
+                Err(e) => return Err(unavailable(e)),
             }
         }
-        call.invoke_async(&mut conn).await.map_err(unavailable)
+        Err(StoreError::Unavailable("Redis does not keep the publish script".into()))
     }
 
     /// Tells every node's connections of these users their unread counts.
     pub(crate) async fn broadcast_unread(&self, app: &str, changes: &[(String, u64)]) -> Result<(), StoreError> {
         let payload = format!("u {}", serde_json::to_string(changes).unwrap_or_default());
-        self.conn.clone().publish(keys::bus(app), payload).await.map_err(unavailable)
+        let cmd = self.publish_cmd(keys::bus(&self.ns(app)), payload);
+        cmd.query_async::<()>(&mut self.conn.clone()).await.map_err(unavailable)
     }
 
     /// Asks every node to close the matching connections.
     pub(crate) async fn broadcast_kick(&self, app: &str, kick: &Kick) -> Result<(), StoreError> {
         let payload = format!("k {}", serde_json::to_string(kick).unwrap_or_default());
-        self.conn.clone().publish(keys::bus(app), payload).await.map_err(unavailable)
+        let cmd = self.publish_cmd(keys::bus(&self.ns(app)), payload);
+        cmd.query_async::<()>(&mut self.conn.clone()).await.map_err(unavailable)
     }
 
-    /// Live nodes other than this one: how many delivery reports a publish waits for.
-    pub(crate) async fn peers(&self) -> Result<usize, StoreError> {
-        Ok(self.live_peers(&mut self.conn.clone()).await?.len())
+    /// Live nodes other than this one serving `app`: how many delivery reports a publish waits for.
+    pub(crate) async fn peers(&self, app: &str) -> Result<usize, StoreError> {
+        Ok(self.live_peers(&mut self.conn.clone(), app).await?.len())
     }
 
-    /// The other nodes that refreshed their presence within the TTL.
-    async fn live_peers(&self, conn: &mut ConnectionManager) -> Result<Vec<String>, StoreError> {
+    /// The other nodes that refreshed their presence for `app` within the TTL.
+    async fn live_peers(&self, conn: &mut Conn, app: &str) -> Result<Vec<String>, StoreError> {
         let alive_since = crate::message::now_ms().saturating_sub(self.presence_ttl.as_millis() as u64);
-        let mut nodes: Vec<String> = conn.zrangebyscore(keys::NODES, alive_since, "+inf").await.map_err(unavailable)?;
+        let mut nodes: Vec<String> =
+            conn.zrangebyscore(keys::nodes(&self.ns(app)), alive_since, "+inf").await.map_err(unavailable)?;
         nodes.retain(|n| **n != *self.node);
         Ok(nodes)
     }
@@ -283,22 +384,24 @@ impl Cluster {
     }
 
     /// Sends queued reports: everything waiting at each wake-up, one line per report and one
-    /// PUBLISH per (app, node), pipelined.
+    /// PUBLISH per (app, node), pipelined per app (an app's channels share its slot).
     async fn send_reports(self: Arc<Self>, mut rx: mpsc::Receiver<Report>) {
         let mut conn = self.conn.clone();
         let mut batch = Vec::new();
         while rx.recv_many(&mut batch, 4096).await > 0 {
-            let mut lines: HashMap<(String, String), String> = HashMap::new();
+            let mut lines: HashMap<String, HashMap<String, String>> = HashMap::new();
             for r in batch.drain(..) {
-                let line = lines.entry((r.app, r.origin)).or_default();
+                let line = lines.entry(r.app).or_default().entry(r.origin).or_default();
                 line.push_str(&format!("{} {}\n", r.seq, r.delivered));
             }
-            let mut pipe = redis::pipe();
-            for ((app, origin), text) in lines {
-                pipe.publish(keys::reports(&app, &origin), format!("r {text}"));
-            }
-            if let Err(error) = pipe.query_async::<()>(&mut conn).await {
-                tracing::debug!(%error, "Could not send delivery reports.");
+            for (app, origins) in lines {
+                let mut pipe = redis::pipe();
+                for (origin, text) in origins {
+                    pipe.add_command(self.publish_cmd(keys::reports(&self.ns(&app), &origin), format!("r {text}")));
+                }
+                if let Err(error) = pipe.query_async::<()>(&mut conn).await {
+                    tracing::debug!(%error, "Could not send delivery reports.");
+                }
             }
         }
     }
@@ -311,10 +414,11 @@ impl Cluster {
     /// The connections other live nodes hold.
     pub(crate) async fn remote_connections(&self, app: &str) -> Result<Vec<ConnectionInfo>, StoreError> {
         let mut conn = self.conn.clone();
-        let nodes = self.live_peers(&mut conn).await?;
+        let nodes = self.live_peers(&mut conn, app).await?;
+        let ns = self.ns(app);
         let mut pipe = redis::pipe();
         for node in &nodes {
-            pipe.hvals(keys::conns(app, node));
+            pipe.hvals(keys::conns(&ns, node));
         }
         let lists: Vec<Vec<String>> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
         Ok(lists.into_iter().flatten().filter_map(|json| serde_json::from_str(&json).ok()).collect())
@@ -322,6 +426,7 @@ impl Cluster {
 
     /// Keeps this node's presence in Redis: applies comings and goings as they happen,
     /// refreshes the node's liveness, and rewrites everything after Redis was unreachable.
+    /// One pipeline per app, since on Redis Cluster each app lives in its own slot.
     async fn write_presence(
         self: Arc<Self>,
         mut rx: mpsc::UnboundedReceiver<(String, PresenceEvent)>,
@@ -331,11 +436,12 @@ impl Cluster {
         let mut refresh = tokio::time::interval(self.presence_ttl / 3);
         let mut local: HashMap<String, HashMap<String, String>> =
             apps.iter().map(|a| (a.clone(), HashMap::new())).collect();
-        let mut stale = true;
+        let mut stale: std::collections::HashSet<String> = apps.iter().cloned().collect();
         loop {
             tokio::select! {
                 change = rx.recv() => {
                     let Some((app, event)) = change else { return };
+                    let ns = self.ns(&app).into_owned();
                     let id = event.connection.id.clone();
                     let json = serde_json::to_string(&event.connection).unwrap_or_default();
                     let conns = local.entry(app.clone()).or_default();
@@ -343,37 +449,43 @@ impl Cluster {
                     match event.kind {
                         PresenceKind::Connect => {
                             conns.insert(id.clone(), json);
-                            pipe.hset(keys::conns(&app, &self.node), &id, &conns[&id]);
+                            pipe.hset(keys::conns(&ns, &self.node), &id, &conns[&id]);
                         }
                         PresenceKind::Disconnect => {
                             conns.remove(&id);
-                            pipe.hdel(keys::conns(&app, &self.node), &id);
+                            pipe.hdel(keys::conns(&ns, &self.node), &id);
                         }
                     }
                     let line = format!("p {} {}", self.node, serde_json::to_string(&event).unwrap_or_default());
-                    pipe.publish(keys::bus(&app), line);
+                    pipe.add_command(self.publish_cmd(keys::bus(&ns), line));
                     if pipe.query_async::<()>(&mut conn).await.is_err() {
-                        stale = true;
+                        stale.insert(app);
                     }
                 }
                 _ = refresh.tick() => {
+                    if self.presence_resync.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                        stale.extend(apps.iter().cloned());
+                    }
                     let now = crate::message::now_ms();
                     let ttl = (self.presence_ttl.as_secs() * 2).max(2) as i64;
-                    let mut pipe = redis::pipe();
-                    pipe.zadd(keys::NODES, &*self.node, now);
                     for (app, conns) in &local {
-                        let key = keys::conns(app, &self.node);
-                        if stale {
+                        let ns = self.ns(app);
+                        let key = keys::conns(&ns, &self.node);
+                        let mut pipe = redis::pipe();
+                        pipe.zadd(keys::nodes(&ns), &*self.node, now);
+                        if stale.contains(app) {
                             pipe.del(&key);
                             for (id, json) in conns {
                                 pipe.hset(&key, id, json);
                             }
                         }
                         pipe.expire(&key, ttl);
-                    }
-                    stale = pipe.query_async::<()>(&mut conn).await.is_err();
-                    if !stale {
-                        self.bury_dead_nodes(&mut conn, &apps, now).await;
+                        if pipe.query_async::<()>(&mut conn).await.is_err() {
+                            stale.insert(app.clone());
+                        } else {
+                            stale.remove(app);
+                            self.bury_dead_nodes(&mut conn, app, now).await;
+                        }
                     }
                 }
             }
@@ -381,91 +493,33 @@ impl Cluster {
     }
 
     /// Announces the departure of every connection of nodes that stopped refreshing (killed),
-    /// once: the node whose ZREM takes a dead node out of the live set does it. Their hashes
-    /// outlive the liveness bound (twice the TTL), so they can still be read here.
-    async fn bury_dead_nodes(&self, conn: &mut ConnectionManager, apps: &[String], now: u64) {
+    /// once: the node whose ZREM takes a dead node out of the app's live set does it. Their
+    /// hashes outlive the liveness bound (twice the TTL), so they can still be read here.
+    async fn bury_dead_nodes(&self, conn: &mut Conn, app: &str, now: u64) {
+        let ns = self.ns(app);
         let silent_since = now.saturating_sub(self.presence_ttl.as_millis() as u64);
-        let dead: Vec<String> = conn.zrangebyscore(keys::NODES, 0, silent_since).await.unwrap_or_default();
+        let dead: Vec<String> = conn.zrangebyscore(keys::nodes(&ns), 0, silent_since).await.unwrap_or_default();
         let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         for node in dead.into_iter().filter(|n| *n != *self.node) {
-            if conn.zrem::<_, _, u64>(keys::NODES, &node).await.unwrap_or(0) != 1 {
+            if conn.zrem::<_, _, u64>(keys::nodes(&ns), &node).await.unwrap_or(0) != 1 {
                 continue;
             }
-            for app in apps {
-                let key = keys::conns(app, &node);
-                let gone: Vec<String> = conn.hvals(&key).await.unwrap_or_default();
-                let mut pipe = redis::pipe();
-                for connection in gone.iter().filter_map(|json| serde_json::from_str::<ConnectionInfo>(json).ok()) {
-                    let event =
-                        PresenceEvent { kind: PresenceKind::Disconnect, app: app.clone(), connection, at: at.clone() };
-                    // Sent in the dead node's name, so that every live node, this one too, takes it.
-                    pipe.publish(
-                        keys::bus(app),
-                        format!("p {node} {}", serde_json::to_string(&event).unwrap_or_default()),
-                    );
-                }
-                pipe.del(&key);
-                if let Err(error) = pipe.query_async::<()>(conn).await {
-                    tracing::warn!(%error, "Could not announce a dead node's departures.");
-                }
+            let key = keys::conns(&ns, &node);
+            let gone: Vec<String> = conn.hvals(&key).await.unwrap_or_default();
+            let mut pipe = redis::pipe();
+            for connection in gone.iter().filter_map(|json| serde_json::from_str::<ConnectionInfo>(json).ok()) {
+                let event =
+                    PresenceEvent { kind: PresenceKind::Disconnect, app: app.to_string(), connection, at: at.clone() };
+                // Sent in the dead node's name, so that every live node, this one too, takes it.
+                let line = format!("p {node} {}", serde_json::to_string(&event).unwrap_or_default());
+                pipe.add_command(self.publish_cmd(keys::bus(&ns), line));
             }
-            tracing::info!(node = %node, "A node stopped refreshing its presence; its connections are gone.");
-        }
-    }
-
-    /// Consumes every app's bus, forever: subscribes, reports `Resubscribed`, forwards events
-    /// in order, and on any failure reconnects with backoff.
-    pub(crate) fn consume(self: &Arc<Self>, apps: Vec<String>) -> mpsc::Receiver<BusEvent> {
-        let (tx, rx) = mpsc::channel(BUS_QUEUE);
-        let cluster = self.clone();
-        tokio::spawn(async move {
-            let mut backoff = FIRST_BACKOFF;
-            loop {
-                match cluster.subscribe(&apps, &tx, &mut backoff).await {
-                    Ok(()) => return,
-                    Err(error) => {
-                        tracing::warn!(%error, "Lost the cluster bus; reconnecting.");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
-                }
+            pipe.del(&key);
+            if let Err(error) = pipe.query_async::<()>(conn).await {
+                tracing::warn!(%error, "Could not announce a dead node's departures.");
             }
-        });
-        rx
-    }
-
-    /// One subscription's life; `Ok` only when the hub is gone. Once subscribed, the backoff
-    /// starts over, so a blip after a long outage is not waited out at the longest backoff.
-    async fn subscribe(
-        &self,
-        apps: &[String],
-        tx: &mpsc::Sender<BusEvent>,
-        backoff: &mut Duration,
-    ) -> Result<(), redis::RedisError> {
-        let mut pubsub = tokio::time::timeout(COMMAND_TIMEOUT, self.client.get_async_pubsub())
-            .await
-            .map_err(|_| redis::RedisError::from((redis::ErrorKind::IoError, "timed out connecting to Redis")))??;
-        for app in apps {
-            pubsub.subscribe(keys::bus(app)).await?;
-            pubsub.subscribe(keys::reports(app, &self.node)).await?;
+            tracing::info!(node = %node, app, "A node stopped refreshing its presence; its connections are gone.");
         }
-        if tx.send(BusEvent::Resubscribed).await.is_err() {
-            return Ok(());
-        }
-        tracing::info!("Subscribed to the cluster bus.");
-        *backoff = FIRST_BACKOFF;
-        let mut messages = pubsub.into_on_message();
-        while let Some(msg) = messages.next().await {
-            let channel = msg.get_channel_name();
-            let Some(app) = keys::app_of_bus(channel).or_else(|| keys::app_of_reports(channel, &self.node)) else {
-                continue;
-            };
-            let Some(event) = parse(app, msg.get_payload_bytes(), &self.node) else { continue };
-            if tx.send(event).await.is_err() {
-                return Ok(());
-            }
-        }
-        Err(redis::RedisError::from((redis::ErrorKind::IoError, "the bus connection closed")))
     }
 }
 
@@ -477,13 +531,14 @@ pub(crate) fn parse(app: &str, payload: &[u8], own_node: &str) -> Option<BusEven
     match kind {
         "m" => {
             let (head, json) = rest.split_once('\n')?;
-            let mut parts = head.splitn(3, ' ');
+            let mut parts = head.splitn(4, ' ');
             let seq = parts.next()?.parse().ok()?;
             let stream_id = parts.next()?.to_string();
+            let epoch = parts.next()?.to_string();
             let flat: Vec<serde_json::Value> = serde_json::from_str(parts.next()?).ok()?;
             let unread =
                 flat.chunks(2).filter_map(|p| Some((p.first()?.as_str()?.to_string(), p.get(1)?.as_u64()?))).collect();
-            Some(BusEvent::Message { app, seq, stream_id, unread, message: serde_json::from_str(json).ok()? })
+            Some(BusEvent::Message { app, seq, stream_id, epoch, unread, message: serde_json::from_str(json).ok()? })
         }
         "u" => Some(BusEvent::Unread { app, changes: serde_json::from_str(rest).ok()? }),
         "p" => {

@@ -134,9 +134,11 @@ async fn publish_one(app: &App, cluster: &Cluster, report_wait: Duration, p: Pub
     let mut head = app.head.subscribe();
     // Who should report is read beside the publish, on the same multiplexed connection: no
     // extra round trip.
+    // Above everything this node has applied, even if Redis lost increments in a failover.
+    let floor = app.log.lock().head;
     let (peers, seq) = tokio::join!(
-        cluster.peers(),
-        cluster.publish(&app.id, &wire, durable.as_ref().zip(record), app.history_limits())
+        cluster.peers(&app.id),
+        cluster.publish(&app.id, &wire, durable.as_ref().zip(record), app.history_limits(), floor)
     );
     let seq = seq.inspect_err(|_| add(&app.metrics.store_errors_total, 1))?;
     // Not knowing who is live, the answer cannot claim to be complete.
@@ -195,6 +197,20 @@ impl Applied {
     /// Nothing applied yet after the history-stream entry `stream_id`.
     pub(crate) fn at(stream_id: Option<String>) -> Self {
         Self { stream_id, ..Self::default() }
+    }
+
+    /// Whether the stream entry `id` comes after the last one applied. A message whose
+    /// sequence this node has applied but whose entry is newer was given a sequence number a
+    /// second time (a failover lost increments): its id would repeat.
+    fn is_after_applied(&self, id: &str) -> bool {
+        fn parse(id: &str) -> Option<(u64, u64)> {
+            let (ms, n) = id.split_once('-')?;
+            Some((ms.parse().ok()?, n.parse().ok()?))
+        }
+        match (self.stream_id.as_deref().and_then(parse), parse(id)) {
+            (Some(applied), Some(id)) => id > applied,
+            _ => false,
+        }
     }
 
     fn add_reports(&mut self, counts: &[(u64, usize)]) {
@@ -277,9 +293,15 @@ impl App {
             self.applied.lock().stream_id = stream_id;
             return Ok(());
         }
+        // After a failover the new primary may lack the last increments this node applied:
+        // raise its sequence above them before anything else is published through this node.
+        let head = self.log.lock().head;
+        let was = cluster.fence(&self.id, head).await?;
+        if was < head {
+            tracing::warn!(app = %self.id, lost = head - was, "Redis lost the last sequence increments (a failover?); the sequence continues above this node's head.");
+        }
         let after = self.applied.lock().stream_id.clone();
         let (entries, last) = cluster.read_stream(&self.id, after.as_deref()).await?;
-        let head = self.log.lock().head;
         if let Some(first) = entries.iter().find(|m| m.seq > head) {
             if first.seq > head + 1 {
                 tracing::warn!(app = %self.id, missed_from = head + 1, "Messages were trimmed before this node caught up; clients will be told to reset.");
@@ -302,9 +324,22 @@ async fn apply_bus(hub: Weak<Inner>, mut bus: mpsc::Receiver<BusEvent>, cluster:
     while let Some(event) = bus.recv().await {
         let Some(inner) = hub.upgrade() else { return };
         match event {
-            BusEvent::Message { app, seq, stream_id, unread, message } => {
+            BusEvent::Message { app, seq, stream_id, epoch, unread, message } => {
                 if let Some(app) = inner.apps.get(&app) {
-                    if seq > app.log.lock().head + 1 {
+                    // Another node started a new history (see below): reset to it.
+                    if epoch != app.log.lock().epoch {
+                        app.catch_up(&cluster).await;
+                    }
+                    let head = app.log.lock().head;
+                    if seq <= head && app.applied.lock().is_after_applied(&stream_id) {
+                        // Delivering it would repeat an id: start a new history everywhere.
+                        tracing::warn!(app = %app.id, seq, "A sequence number was issued twice after a failover; clients will be told to reset.");
+                        let epoch = app.log.lock().epoch.clone();
+                        if let Err(error) = cluster.fork(&app.id, &epoch).await {
+                            tracing::warn!(%error, "Could not start a new history.");
+                        }
+                        app.catch_up(&cluster).await;
+                    } else if seq > head + 1 {
                         app.catch_up(&cluster).await;
                     }
                     let origin = message.origin.clone();
