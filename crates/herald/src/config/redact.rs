@@ -70,19 +70,43 @@ fn mask_all(value: &mut Value) {
     }
 }
 
-/// `scheme://user:password@host/...` with the password masked, or `None` when `text` holds no
-/// credentials. A lone `user@` is masked whole: Redis clients take it as the password.
+/// `scheme://user:password@host/...?password=...` with the password and every secret-named query
+/// parameter (`password`, `sentinel_password` of a `redis+sentinel://` URL) masked, or `None`
+/// when `text` holds no credentials. A lone `user@` is masked whole: Redis clients take it as the
+/// password.
 fn without_url_password(text: &str) -> Option<String> {
     let start = text.find("://")? + 3;
     let rest = &text[start..];
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let at = rest[..authority_end].rfind('@')?;
-    let userinfo = &rest[..at];
-    let shown = match userinfo.split_once(':') {
-        Some((user, _)) => format!("{user}:{MASK}"),
-        None => MASK.to_string(),
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rfind('@') {
+        Some(at) => {
+            let shown = match authority[..at].split_once(':') {
+                Some((user, _)) => format!("{user}:{MASK}"),
+                None => MASK.to_string(),
+            };
+            format!("{shown}{}", &authority[at..])
+        }
+        None => authority.to_string(),
     };
-    Some(format!("{}{shown}{}", &text[..start], &rest[at..]))
+    let tail = masked_query(tail);
+    let clean = format!("{}{authority}{tail}", &text[..start]);
+    (clean != text).then_some(clean)
+}
+
+/// The path, query and fragment of a URL with the value of every secret-named query parameter
+/// masked.
+fn masked_query(tail: &str) -> String {
+    let Some(q) = tail.find('?') else { return tail.to_string() };
+    let (query, fragment) = tail[q + 1..].split_at(tail[q + 1..].find('#').unwrap_or(tail.len() - q - 1));
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if is_secret_key(name) => format!("{name}={MASK}"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{}?{}{fragment}", &tail[..q], pairs.join("&"))
 }
 
 #[cfg(test)]
@@ -136,15 +160,20 @@ mod tests {
             "tls_key": "/etc/herald/key.pem",
             "redis_url": "redis://:pw4@redis:6379",
             "webhook_url": "https://user@backend/hook?x=a@b",
+            "sentinel_url": "redis+sentinel://s1:26379,s2:26379/main?password=pw5&db=0&sentinel_password=pw6#f",
         });
         mask(&mut value);
         let text = value.to_string();
-        for secret in ["pw1", "pw2", "pw3", "pw4", "k1", "k2", "k3", "cs1", "t1", "p1", "u1", "user@"] {
+        for secret in ["pw1", "pw2", "pw3", "pw4", "pw5", "pw6", "k1", "k2", "k3", "cs1", "t1", "p1", "u1", "user@"] {
             assert!(!text.contains(secret), "{secret} shown in {text}");
         }
         assert_eq!(value["redis"]["sentinel_urls"][1], "redis://s2:26379");
         assert_eq!(value["redis_url"], format!("redis://:{MASK}@redis:6379"));
         assert_eq!(value["webhook_url"], format!("https://{MASK}@backend/hook?x=a@b"));
+        assert_eq!(
+            value["sentinel_url"],
+            format!("redis+sentinel://s1:26379,s2:26379/main?password={MASK}&db=0&sentinel_password={MASK}#f")
+        );
         assert_eq!(value["cookie_name"], "herald_token");
         assert_eq!(value["tls_key"], "/etc/herald/key.pem");
         assert_eq!(value["jwt_public_key"], "-----BEGIN PUBLIC KEY-----");
