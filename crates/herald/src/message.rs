@@ -126,6 +126,8 @@ pub struct Message {
     pub durable: bool,
     /// The encoded SSE frame, shared by every recipient.
     pub frame: Bytes,
+    /// When this node built it: the start of `herald_publish_to_write_seconds`.
+    pub(crate) created: std::time::Instant,
 }
 
 impl Message {
@@ -141,7 +143,7 @@ impl Message {
     ) -> Self {
         let id = crate::id::format(epoch, seq, durable);
         let frame = crate::sse::event(Some(&id), event.as_deref(), &data);
-        Self { seq, id, time_ms, targets, event, data, durable, frame }
+        Self { seq, id, time_ms, targets, event, data, durable, frame, created: std::time::Instant::now() }
     }
 }
 

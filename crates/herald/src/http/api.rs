@@ -243,9 +243,9 @@ pub(crate) async fn kick_connection(
 /// `GET /api/presence`: an SSE feed of `connect` and `disconnect` events.
 pub(crate) async fn presence(State(hub): State<Hub>, ApiApp(app): ApiApp) -> Result<Response, Problem> {
     let events = BroadcastStream::new(hub.presence(&app)?);
-    let hub_closing = hub.clone();
+    let (hub_closing, hub_counting) = (hub.clone(), hub.clone());
     let stream = futures_util::stream::once(async { Ok::<_, Infallible>(sse::comment("presence")) })
-        .chain(events.map(|event| {
+        .chain(events.map(move |event| {
             Ok(match event {
                 Ok(event) => {
                     let name = match event.kind {
@@ -255,6 +255,7 @@ pub(crate) async fn presence(State(hub): State<Hub>, ApiApp(app): ApiApp) -> Res
                     sse::event(None, Some(name), &json!(event.connection).to_string())
                 }
                 Err(BroadcastStreamRecvError::Lagged(n)) => {
+                    hub_counting.presence_lagged(&app, n);
                     sse::event(None, Some("lagged"), &json!({ "missed": n }).to_string())
                 }
             })

@@ -1,5 +1,5 @@
 //! Files the hub serves itself, so browsers install nothing: the client module, its types and
-//! the demo; plus health and metrics.
+//! the demo; plus health, readiness and metrics.
 
 use std::sync::OnceLock;
 
@@ -10,6 +10,7 @@ use http::request::Parts;
 use http::{header, HeaderValue, StatusCode};
 use serde_json::json;
 
+use super::problem::Problem;
 use crate::hub::Hub;
 
 const SCRIPT: &str = include_str!("../../../../client/herald.js");
@@ -69,8 +70,16 @@ pub(crate) async fn healthz(State(hub): State<Hub>) -> Response {
     Json(json!({ "status": "ok", "connections": hub.connection_count() })).into_response()
 }
 
+/// `GET /readyz`: 200 while the hub can serve (its store or Redis answers; this answer shows
+/// the listener is up), else a 503 problem document saying what is not ready.
+pub(crate) async fn readyz(State(hub): State<Hub>) -> Result<Response, Problem> {
+    match hub.ready().await {
+        Ok(()) => Ok(Json(json!({ "status": "ready" })).into_response()),
+        Err(not_ready) => Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", not_ready.to_string())),
+    }
+}
+
 /// `GET /metrics`, Prometheus text.
 pub(crate) async fn metrics(State(hub): State<Hub>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], hub.metrics().render(hub.connection_count()))
-        .into_response()
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], hub.render_metrics().await).into_response()
 }

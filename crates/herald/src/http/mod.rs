@@ -47,6 +47,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/ack", post(subscriber::ack))
         .route("/send/{*path}", post(send::send).layer(DefaultBodyLimit::disable()))
         .route("/healthz", get(assets::healthz))
+        .route("/readyz", get(assets::readyz))
         .route("/metrics", get(assets::metrics))
         .route("/herald.js", get(assets::script))
         .route("/herald.d.ts", get(assets::types))
