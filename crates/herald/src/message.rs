@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// The addresses of one publish. Any combination; a connection that matches several of them
 /// receives the message once.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Targets {
     /// User ids (the `sub` of their tokens).
@@ -76,7 +76,7 @@ pub struct Publish {
 }
 
 /// The answer to a publish.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Published {
     /// The SSE `id:` clients see; ids increase in publish order.
     pub id: String,

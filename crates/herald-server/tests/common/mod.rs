@@ -287,12 +287,18 @@ pub async fn api_post(base: &str, key: &str, path: &str, body: &Value) -> (u16, 
 /// The value of one series at `GET /metrics` (`name` without the `herald_` prefix), summed
 /// over its label sets (every app, every outcome).
 pub async fn metric(base: &str, name: &str) -> u64 {
+    metric_with(base, name, "").await
+}
+
+/// [`metric`] over the label sets that contain `label` (such as `outcome="ok"`).
+pub async fn metric_with(base: &str, name: &str, label: &str) -> u64 {
     let text = client().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
     let name = format!("herald_{name}");
     let values: Vec<u64> = text
         .lines()
         .filter_map(|l| l.strip_prefix(&name))
         .filter(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        .filter(|rest| rest.split(' ').next().unwrap().contains(label))
         .map(|rest| rest.rsplit(' ').next().unwrap().trim().parse().unwrap())
         .collect();
     assert!(!values.is_empty(), "no metric {name} in:\n{text}");

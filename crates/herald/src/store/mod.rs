@@ -122,7 +122,7 @@ pub struct MessageQuery {
 }
 
 /// The outcome of an acknowledgement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Acked {
     /// Messages that changed from unread to read.
     pub acked: u64,
