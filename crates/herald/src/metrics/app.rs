@@ -263,3 +263,38 @@ pub struct AppSnapshot {
     /// Store operations that failed.
     pub store_errors: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn to(users: &[&str], channels: &[&str], all: bool) -> Targets {
+        Targets {
+            users: users.iter().map(|s| s.to_string()).collect(),
+            channels: channels.iter().map(|s| s.to_string()).collect(),
+            all,
+            ..Targets::default()
+        }
+    }
+
+    #[test]
+    fn a_publish_is_labelled_by_its_one_kind_of_address_or_mixed() {
+        assert_eq!(Target::of(&to(&["1", "2"], &[], false)), Target::Users);
+        assert_eq!(Target::of(&to(&[], &["news"], false)), Target::Channels);
+        assert_eq!(Target::of(&to(&[], &[], true)), Target::All);
+        assert_eq!(Target::of(&to(&["1"], &["news"], false)), Target::Mixed);
+        assert_eq!(Target::of(&to(&[], &[], false)), Target::Mixed);
+    }
+
+    #[test]
+    fn handles_of_one_app_bump_only_that_apps_series() {
+        let metrics = Metrics::new();
+        let (a, b) = (metrics.app("a"), metrics.app("b"));
+        a.published(Target::Tenants, Outcome::Failed);
+        a.deliveries.inc_by(3);
+        let text = metrics.render();
+        assert!(text.contains(r#"herald_publishes_total{app="a",outcome="failed",target="tenants"} 1"#), "{text}");
+        assert!(text.contains(r#"herald_deliveries_total{app="b"} 0"#), "{text}");
+        assert_eq!((a.snapshot("a").deliveries, b.snapshot("b").deliveries), (3, 0));
+    }
+}
