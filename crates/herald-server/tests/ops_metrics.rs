@@ -132,8 +132,22 @@ async fn readyz_follows_redis_and_says_what_is_not_ready() {
     let hub = TestHub::start(config).await;
     let ready = || async { client().get(hub.url("/readyz")).send().await.unwrap() };
     assert_eq!(ready().await.status(), 200);
+    let (mut sse, _) = Sse::connect(&hub.base, &format!("access_token={}", token("ann", json!({})))).await;
+    let (status, _) = publish(&hub.base, json!({"to": {"users": ["ann"]}, "data": "via redis"})).await;
+    assert_eq!(status, 200);
+    sse.next_message().await;
 
     redis.stop().await;
+    let (status, _) = publish(&hub.base, json!({"to": {"users": ["ann"]}, "data": "lost"})).await;
+    assert_eq!(status, 503, "Redis is down");
+    // The cluster's series, after a publish through Redis and one that failed.
+    let (_, text) = exposition(&hub.base).await;
+    let d = r#"app="default""#;
+    assert!(value(&text, &format!(r#"herald_redis_duration_seconds_count{{{d},op="publish"}}"#)) >= 2.0);
+    assert!(value(&text, &format!(r#"herald_redis_errors_total{{{d},op="publish"}}"#)) >= 1.0);
+    assert_eq!(value(&text, &format!("herald_bus_lag_seconds_count{{{d}}}")), 1.0);
+    assert_eq!(value(&text, &format!(r#"herald_publishes_total{{{d},outcome="failed",target="users"}}"#)), 1.0);
+    promtool_check(&text);
     let r = ready().await;
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
