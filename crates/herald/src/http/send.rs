@@ -83,7 +83,7 @@ const CLIENT_CLAIMS: [&str; 4] = ["forwarded", "x-forwarded-for", "x-forwarded-h
 #[utoipa::path(post, path = "/send/{path}", tag = "subscriber",
     security(("user_token" = []), ("user_token_query" = []), ("user_token_cookie" = [])),
     params(("path" = String, Path, description = "Appended to `upstream_url`; may not climb out of it (`..`) or carry a query.")),
-    request_body(content = String, content_type = "*/*", description = "Any body, up to `limits.max_send_bytes`; forwarded as is."),
+    request_body(content = Option<serde_json::Value>, content_type = "*/*", description = "Any body, or none, up to `limits.max_send_bytes`; forwarded as is."),
     responses(
         (status = "default", description = "The upstream's answer, status, headers and body, passed through."),
         (status = 400, description = "A path that would leave the upstream's prefix, or a bad query.", body = ProblemDocument, content_type = "application/problem+json"),
