@@ -32,7 +32,7 @@ ENV HERALD_LISTEN=0.0.0.0:8080 \
     HERALD_STORE_PATH=/var/lib/herald/herald.db
 VOLUME ["/var/lib/herald"]
 EXPOSE 8080
-# No HEALTHCHECK: the image has no shell or curl. Probe GET /healthz over HTTP from the
+# No HEALTHCHECK: the image has no shell or curl. Probe GET /readyz (and /healthz) over HTTP from the
 # orchestrator (a Kubernetes httpGet probe, or nginx's max_fails as in docker-compose.yml).
 ENTRYPOINT ["/usr/local/bin/herald"]
 CMD ["serve"]

@@ -25,6 +25,8 @@
 //!   durable inbox, pub/sub fan-out and presence, on one server, Sentinel or Redis Cluster;
 //!   it knows nothing of the hub.
 //! - [`server`]: HTTP/1.1 + HTTP/2 (+ TLS) serving and graceful shutdown.
+//! - [`metrics`]: the Prometheus series of `/metrics`, one registry per hub, with per-app
+//!   handles resolved once (docs/METRICS.md).
 //! - [`config`]: configuration, validated with errors that name the key.
 //!
 //! # Embedding

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// The addresses of one publish. Any combination; a connection that matches several of them
 /// receives the message once.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Targets {
     /// User ids (the `sub` of their tokens).
@@ -76,7 +76,7 @@ pub struct Publish {
 }
 
 /// The answer to a publish.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Published {
     /// The SSE `id:` clients see; ids increase in publish order.
     pub id: String,
@@ -126,6 +126,8 @@ pub struct Message {
     pub durable: bool,
     /// The encoded SSE frame, shared by every recipient.
     pub frame: Bytes,
+    /// When this node built it: the start of `herald_publish_to_write_seconds`.
+    pub(crate) created: std::time::Instant,
 }
 
 impl Message {
@@ -141,7 +143,7 @@ impl Message {
     ) -> Self {
         let id = crate::id::format(epoch, seq, durable);
         let frame = crate::sse::event(Some(&id), event.as_deref(), &data);
-        Self { seq, id, time_ms, targets, event, data, durable, frame }
+        Self { seq, id, time_ms, targets, event, data, durable, frame, created: std::time::Instant::now() }
     }
 }
 

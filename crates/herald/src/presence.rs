@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::message::Identity;
 
 /// One connection, as the presence API and webhooks describe it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ConnectionInfo {
     /// Connection id, unique in the cluster.
     pub id: String,

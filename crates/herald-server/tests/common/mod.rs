@@ -284,16 +284,25 @@ pub async fn api_post(base: &str, key: &str, path: &str, body: &Value) -> (u16, 
     (status, content_type, r.json().await.unwrap_or(Value::Null))
 }
 
-/// The value of one counter at `GET /metrics` (`name` without the `herald_` prefix).
+/// The value of one series at `GET /metrics` (`name` without the `herald_` prefix), summed
+/// over its label sets (every app, every outcome).
 pub async fn metric(base: &str, name: &str) -> u64 {
+    metric_with(base, name, "").await
+}
+
+/// [`metric`] over the label sets that contain `label` (such as `outcome="ok"`).
+pub async fn metric_with(base: &str, name: &str, label: &str) -> u64 {
     let text = client().get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-    let prefix = format!("herald_{name} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
-        .trim()
-        .parse()
-        .unwrap()
+    let name = format!("herald_{name}");
+    let values: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(&name))
+        .filter(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        .filter(|rest| rest.split(' ').next().unwrap().contains(label))
+        .map(|rest| rest.rsplit(' ').next().unwrap().trim().parse().unwrap())
+        .collect();
+    assert!(!values.is_empty(), "no metric {name} in:\n{text}");
+    values.iter().sum()
 }
 
 /// Polls `check` until it returns true, failing after [`WAIT`]; for state the hub exposes only

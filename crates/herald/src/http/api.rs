@@ -12,15 +12,19 @@ use http::request::Parts;
 use http::{header, HeaderValue, StatusCode};
 use serde::de::{DeserializeSeed, Error as _, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde_json::json;
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
 use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream};
 
+use super::bodies::{
+    BatchAnswer, ConnectionsPage, InboxMessage, Kicked, MessagesPage, Unread, UserPresence, UsersPage,
+};
 use super::extract::{query_number, query_pairs, query_value, AckBody, ApiApp, JsonBody, RawBody};
-use super::problem::Problem;
+use super::problem::{Problem, ProblemDocument};
 use crate::hub::{ConnectionFilter, Hub, PresenceKind};
-use crate::message::{Publish, Targets};
+use crate::message::{Publish, Published, Targets};
 use crate::sse;
+use crate::store::Acked;
 
 const DEFAULT_PAGE: u64 = 100;
 const MAX_PAGE: u64 = 1000;
@@ -38,16 +42,23 @@ impl<'de> Deserialize<'de> for PublishBody {
 
 /// The fields of a publish body. `data` is kept as the raw JSON text rather than parsed into a
 /// tree, which would cost many times its size in memory before any limit is checked.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PublishFields {
+#[schema(as = Publish)]
+pub(crate) struct PublishFields {
+    /// Who receives it: any combination of addresses, or `all`.
     #[serde(deserialize_with = "object")]
     to: Targets,
+    /// SSE event name: 1–128 characters, no line breaks, not starting with `herald.`.
     #[serde(default)]
     event: Option<String>,
+    /// The payload: a JSON string is sent as-is, any other JSON as compact JSON.
+    #[schema(value_type = serde_json::Value)]
     data: Box<RawValue>,
+    /// Kept per user until acknowledged; answered only once committed.
     #[serde(default)]
     durable: bool,
+    /// Seconds a durable message waits for its user (default and bound: the app's limits).
     #[serde(default)]
     ttl: Option<u64>,
 }
@@ -102,6 +113,17 @@ fn compact(json: &str) -> String {
 }
 
 /// `POST /api/publish`.
+#[utoipa::path(post, path = "/api/publish", tag = "publish", security(("api_key" = [])),
+    request_body = PublishFields,
+    responses(
+        (status = 200, description = "Published: its id, and how many connections it was handed to.", body = Published),
+        (status = 400, description = "Invalid JSON, no address, a reserved or malformed event name, an unknown field.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 401, description = "No API key, or one that matches no app.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within `body_timeout_secs`.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 413, description = "The payload is over `limits.max_payload_bytes`.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 500, description = "The store failed.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "The store or Redis is unavailable, or the hub is shutting down.", body = ProblemDocument, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn publish(
     State(hub): State<Hub>,
     ApiApp(app): ApiApp,
@@ -112,6 +134,17 @@ pub(crate) async fn publish(
 
 /// `POST /api/publish/batch`: an array in, an array of answers (or per-item problems) out. The
 /// parse stops at the first item past `limits.max_batch`.
+#[utoipa::path(post, path = "/api/publish/batch", tag = "publish", security(("api_key" = [])),
+    request_body(content = Vec<PublishFields>, description = "At most `limits.max_batch` publishes, sent in order."),
+    responses(
+        (status = 200, description = "One answer per item, in order: its id, or the problem that stopped it.", body = Vec<BatchAnswer>),
+        (status = 400, description = "Invalid JSON, too many items, or an invalid item (named by index): nothing was sent.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 401, description = "No API key, or one that matches no app.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within `body_timeout_secs`.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over the batch size limit.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 500, description = "The store failed.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "The store or Redis is unavailable, or the hub is shutting down.", body = ProblemDocument, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn publish_batch(
     State(hub): State<Hub>,
     ApiApp(app): ApiApp,
@@ -121,16 +154,11 @@ pub(crate) async fn publish_batch(
     let batch = parse_batch(&body, max).map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}")))?;
     drop(body);
     let answers = hub.publish_batch(&app, batch.into_iter().map(Into::into).collect()).await?;
-    let answers: Vec<Value> = answers
+    let answers: Vec<BatchAnswer> = answers
         .into_iter()
         .map(|a| match a {
-            Ok(published) => json!(published),
-            Err(e) => json!({
-                "type": format!("urn:herald:problem:{}", e.kind()),
-                "title": e.status().canonical_reason(),
-                "status": e.status().as_u16(),
-                "detail": e.to_string(),
-            }),
+            Ok(published) => BatchAnswer::Published(published),
+            Err(e) => BatchAnswer::Problem(ProblemDocument::new(e.status(), e.kind(), e.to_string())),
         })
         .collect();
     Ok(Json(answers).into_response())
@@ -184,23 +212,60 @@ fn page(pairs: &[(String, String)]) -> Result<usize, Problem> {
 }
 
 /// `GET /api/users`: online users with their connection counts.
+#[utoipa::path(get, path = "/api/users", tag = "presence", security(("api_key" = [])),
+    params(
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Page size (default 100)."),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page."),
+    ),
+    responses(
+        (status = 200, description = "One page of online users, on every node.", body = UsersPage),
+        (status = 400, description = "A bad `limit` or `cursor`.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 401, description = "No API key, or one that matches no app.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 500, description = "The store failed.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "The store or Redis is unavailable, or the hub is shutting down.", body = ProblemDocument, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn users(State(hub): State<Hub>, ApiApp(app): ApiApp, parts: Parts) -> Result<Response, Problem> {
     let pairs = query_pairs(&parts);
     let page = hub.online_users(&app, page(&pairs)?, query_value(&pairs, "cursor")).await?;
-    Ok(Json(json!({ "users": page.items, "next_cursor": page.next_cursor })).into_response())
+    Ok(Json(UsersPage { users: page.items, next_cursor: page.next_cursor }).into_response())
 }
 
 /// `GET /api/users/{id}`.
+#[utoipa::path(get, path = "/api/users/{id}", tag = "presence", security(("api_key" = [])),
+    params(
+        ("id" = String, Path, description = "User id (the `sub` of their tokens)."),
+    ),
+    responses(
+        (status = 200, description = "Whether the user is online, and their connections.", body = UserPresence),
+        (status = 401, description = "No API key, or one that matches no app.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 500, description = "The store failed.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "The store or Redis is unavailable, or the hub is shutting down.", body = ProblemDocument, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn user(
     State(hub): State<Hub>,
     ApiApp(app): ApiApp,
     Path(user): Path<String>,
 ) -> Result<Response, Problem> {
     let connections = hub.user_connections(&app, &user).await?;
-    Ok(Json(json!({ "id": user, "online": !connections.is_empty(), "connections": connections })).into_response())
+    Ok(Json(UserPresence { id: user, online: !connections.is_empty(), connections }).into_response())
 }
 
 /// `GET /api/connections`.
+#[utoipa::path(get, path = "/api/connections", tag = "presence", security(("api_key" = [])),
+    params(
+        ("user" = Option<String>, Query, description = "Only this user's."),
+        ("tenant" = Option<String>, Query, description = "Only this tenant's."),
+        ("channel" = Option<String>, Query, description = "Only those that joined this channel."),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Page size (default 100)."),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page."),
+    ),
+    responses(
+        (status = 200, description = "One page of open connections, on every node.", body = ConnectionsPage),
+        (status = 400, description = "A bad `limit` or `cursor`.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 401, description = "No API key, or one that matches no app.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 500, description = "The store failed.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "The store or Redis is unavailable, or the hub is shutting down.", body = ProblemDocument, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn connections(
     State(hub): State<Hub>,
     ApiApp(app): ApiApp,
@@ -213,10 +278,21 @@ pub(crate) async fn connections(
         channel: query_value(&pairs, "channel").map(str::to_owned),
     };
     let page = hub.connections(&app, &filter, page(&pairs)?, query_value(&pairs, "cursor")).await?;
-    Ok(Json(json!({ "connections": page.items, "next_cursor": page.next_cursor })).into_response())
+    Ok(Json(ConnectionsPage { connections: page.items, next_cursor: page.next_cursor }).into_response())
 }
 
 /// `DELETE /api/users/{id}/connections`.
+#[utoipa::path(delete, path = "/api/users/{id}/connections", tag = "control", security(("api_key" = [])),
+    params(
+        ("id" = String, Path, description = "User id (the `sub` of their tokens)."),
+        ("reason" = Option<String>, Query, description = "Sent to the client as a `herald.kicked` event before its stream closes."),
+    ),
+    responses(
+        (status = 200, description = "The user's streams, on every node, are closed.", body = Kicked),
+        (status = 401, description = "No API key, or one that matches no app.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 500, description = "The store failed.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "The store or Redis is unavailable, or the hub is shutting down.", body = ProblemDocument, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn kick_user(
     State(hub): State<Hub>,
     ApiApp(app): ApiApp,
@@ -225,10 +301,22 @@ pub(crate) async fn kick_user(
 ) -> Result<Response, Problem> {
     let pairs = query_pairs(&parts);
     let kicked = hub.kick_user(&app, &user, query_value(&pairs, "reason")).await?;
-    Ok(Json(json!({ "kicked": kicked })).into_response())
+    Ok(Json(Kicked { kicked }).into_response())
 }
 
 /// `DELETE /api/connections/{id}`.
+#[utoipa::path(delete, path = "/api/connections/{id}", tag = "control", security(("api_key" = [])),
+    params(
+        ("id" = String, Path, description = "Connection id, as in `herald.connected` and the presence API."),
+        ("reason" = Option<String>, Query, description = "Sent to the client as a `herald.kicked` event before its stream closes."),
+    ),
+    responses(
+        (status = 200, description = "The connection is closed.", body = Kicked),
+        (status = 401, description = "No API key, or one that matches no app.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 404, description = "No such connection is open.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 500, description = "The store failed.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "The store or Redis is unavailable, or the hub is shutting down.", body = ProblemDocument, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn kick_connection(
     State(hub): State<Hub>,
     ApiApp(app): ApiApp,
@@ -237,15 +325,20 @@ pub(crate) async fn kick_connection(
 ) -> Result<Response, Problem> {
     let pairs = query_pairs(&parts);
     hub.kick_connection(&app, &id, query_value(&pairs, "reason")).await?;
-    Ok(Json(json!({ "kicked": 1 })).into_response())
+    Ok(Json(Kicked { kicked: 1 }).into_response())
 }
 
 /// `GET /api/presence`: an SSE feed of `connect` and `disconnect` events.
+#[utoipa::path(get, path = "/api/presence", tag = "presence", security(("api_key" = [])),
+    responses(
+        (status = 200, content_type = "text/event-stream", body = String, description = "A stream of comings and goings, on every node: event `connect` and event `disconnect`, each with a Connection as its data; `lagged` with `{\"missed\": n}` when this reader fell behind and missed events."),
+        (status = 401, description = "No API key, or one that matches no app.", body = ProblemDocument, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn presence(State(hub): State<Hub>, ApiApp(app): ApiApp) -> Result<Response, Problem> {
     let events = BroadcastStream::new(hub.presence(&app)?);
-    let hub_closing = hub.clone();
+    let (hub_closing, hub_counting) = (hub.clone(), hub.clone());
     let stream = futures_util::stream::once(async { Ok::<_, Infallible>(sse::comment("presence")) })
-        .chain(events.map(|event| {
+        .chain(events.map(move |event| {
             Ok(match event {
                 Ok(event) => {
                     let name = match event.kind {
@@ -255,6 +348,7 @@ pub(crate) async fn presence(State(hub): State<Hub>, ApiApp(app): ApiApp) -> Res
                     sse::event(None, Some(name), &json!(event.connection).to_string())
                 }
                 Err(BroadcastStreamRecvError::Lagged(n)) => {
+                    hub_counting.presence_lagged(&app, n);
                     sse::event(None, Some("lagged"), &json!({ "missed": n }).to_string())
                 }
             })
@@ -269,6 +363,20 @@ pub(crate) async fn presence(State(hub): State<Hub>, ApiApp(app): ApiApp) -> Res
 }
 
 /// `POST /api/users/{id}/ack`: the backend acknowledges on the user's behalf.
+#[utoipa::path(post, path = "/api/users/{id}/ack", operation_id = "ack_for_user", tag = "durable", security(("api_key" = [])),
+    params(
+        ("id" = String, Path, description = "User id (the `sub` of their tokens)."),
+    ),
+    request_body = AckBody,
+    responses(
+        (status = 200, description = "How many changed from unread to read, and how many are left.", body = Acked),
+        (status = 400, description = "Invalid JSON, or an id that is not a durable message id.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 401, description = "No API key, or one that matches no app.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within `body_timeout_secs`.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over the size limit.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 500, description = "The store failed.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "The store or Redis is unavailable, or the hub is shutting down.", body = ProblemDocument, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn ack(
     State(hub): State<Hub>,
     ApiApp(app): ApiApp,
@@ -279,6 +387,20 @@ pub(crate) async fn ack(
 }
 
 /// `GET /api/users/{id}/messages`.
+#[utoipa::path(get, path = "/api/users/{id}/messages", tag = "durable", security(("api_key" = [])),
+    params(
+        ("id" = String, Path, description = "User id (the `sub` of their tokens)."),
+        ("state" = Option<String>, Query, description = "`unread` (default) or `all`."),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "Page size (default 100)."),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page."),
+    ),
+    responses(
+        (status = 200, description = "One page of the user's durable messages, newest first.", body = MessagesPage),
+        (status = 400, description = "A bad `state`, `limit` or `cursor`.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 401, description = "No API key, or one that matches no app.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 500, description = "The store failed.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "The store or Redis is unavailable, or the hub is shutting down.", body = ProblemDocument, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn messages(
     State(hub): State<Hub>,
     ApiApp(app): ApiApp,
@@ -292,21 +414,19 @@ pub(crate) async fn messages(
         other => return Err(Problem::bad_request(format!("`state` must be `unread` or `all`, not `{other}`"))),
     };
     let page = hub.messages(&app, &user, unread_only, page(&pairs)?, query_value(&pairs, "cursor")).await?;
-    let messages: Vec<Value> = page
+    let messages = page
         .items
-        .iter()
-        .map(|m| {
-            json!({
-                "id": m.id,
-                "event": m.event,
-                "data": m.data,
-                "created_at": rfc3339_ms(m.created_ms),
-                "expires_at": rfc3339_ms(m.expires_ms),
-                "read_at": m.read_ms.map(rfc3339_ms),
-            })
+        .into_iter()
+        .map(|m| InboxMessage {
+            created_at: rfc3339_ms(m.created_ms),
+            expires_at: rfc3339_ms(m.expires_ms),
+            read_at: m.read_ms.map(rfc3339_ms),
+            id: m.id,
+            event: m.event,
+            data: m.data,
         })
         .collect();
-    Ok(Json(json!({ "messages": messages, "next_cursor": page.next_cursor })).into_response())
+    Ok(Json(MessagesPage { messages, next_cursor: page.next_cursor }).into_response())
 }
 
 pub(crate) fn rfc3339_ms(ms: u64) -> String {
@@ -314,13 +434,23 @@ pub(crate) fn rfc3339_ms(ms: u64) -> String {
 }
 
 /// `GET /api/users/{id}/unread`.
+#[utoipa::path(get, path = "/api/users/{id}/unread", tag = "durable", security(("api_key" = [])),
+    params(
+        ("id" = String, Path, description = "User id (the `sub` of their tokens)."),
+    ),
+    responses(
+        (status = 200, description = "The user's unread count.", body = Unread),
+        (status = 401, description = "No API key, or one that matches no app.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 500, description = "The store failed.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "The store or Redis is unavailable, or the hub is shutting down.", body = ProblemDocument, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn unread(
     State(hub): State<Hub>,
     ApiApp(app): ApiApp,
     Path(user): Path<String>,
 ) -> Result<Response, Problem> {
     let unread = hub.unread(&app, &user).await?;
-    Ok(Json(json!({ "user": user, "unread": unread })).into_response())
+    Ok(Json(Unread { user, unread }).into_response())
 }
 
 /// Answers a known path with the wrong method.

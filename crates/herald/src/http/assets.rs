@@ -1,5 +1,5 @@
 //! Files the hub serves itself, so browsers install nothing: the client module, its types and
-//! the demo; plus health and metrics.
+//! the demo; plus health, readiness and metrics.
 
 use std::sync::OnceLock;
 
@@ -8,8 +8,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::request::Parts;
 use http::{header, HeaderValue, StatusCode};
-use serde_json::json;
 
+use super::bodies::{Health, Ready};
+use super::problem::{Problem, ProblemDocument};
 use crate::hub::Hub;
 
 const SCRIPT: &str = include_str!("../../../../client/herald.js");
@@ -64,13 +65,30 @@ pub(crate) async fn demo(parts: Parts) -> Response {
     cached(&parts, DEMO, &TAG, "text/html; charset=utf-8")
 }
 
-/// `GET /healthz`.
+/// `GET /healthz`: liveness; the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process is up.", body = Health)))]
 pub(crate) async fn healthz(State(hub): State<Hub>) -> Response {
-    Json(json!({ "status": "ok", "connections": hub.connection_count() })).into_response()
+    Json(Health { status: "ok", connections: hub.connection_count() }).into_response()
+}
+
+/// `GET /readyz`: 200 while the hub can serve (its store or Redis answers; this answer shows
+/// the listener is up), else a 503 problem document saying what is not ready.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready: the store (or Redis) answers and the listener is up.", body = Ready),
+        (status = 503, description = "Not ready: shutting down, or the store or Redis did not answer.", body = ProblemDocument, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn readyz(State(hub): State<Hub>) -> Result<Response, Problem> {
+    match hub.ready().await {
+        Ok(()) => Ok(Json(Ready { status: "ready" }).into_response()),
+        Err(not_ready) => Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", not_ready.to_string())),
+    }
 }
 
 /// `GET /metrics`, Prometheus text.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Every series, labelled by app (docs/METRICS.md).", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String)))]
 pub(crate) async fn metrics(State(hub): State<Hub>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], hub.metrics().render(hub.connection_count()))
-        .into_response()
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], hub.render_metrics().await).into_response()
 }

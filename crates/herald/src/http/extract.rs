@@ -92,7 +92,7 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
 }
 
 /// The body of `POST /ack` and `POST /api/users/{id}/ack`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AckBody {
     pub(crate) ids: Vec<String>,

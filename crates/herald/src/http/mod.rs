@@ -3,9 +3,11 @@
 mod admin;
 pub(crate) mod api;
 mod assets;
+mod bodies;
 pub(crate) mod cors;
 mod deadline;
 mod extract;
+pub mod openapi;
 mod problem;
 pub(crate) mod send;
 mod subscriber;
@@ -48,6 +50,8 @@ pub fn router(hub: Hub) -> Router {
         .route("/ack", post(subscriber::ack))
         .route("/send/{*path}", post(send::send).layer(DefaultBodyLimit::disable()))
         .route("/healthz", get(assets::healthz))
+        .route("/readyz", get(assets::readyz))
+        .route("/openapi.json", get(openapi::openapi_json))
         .route("/metrics", get(assets::metrics))
         .route("/herald.js", get(assets::script))
         .route("/herald.d.ts", get(assets::types))

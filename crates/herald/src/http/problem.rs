@@ -2,7 +2,7 @@
 
 use axum::response::{IntoResponse, Response};
 use http::{header, StatusCode};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::error::Error;
 
@@ -34,16 +34,40 @@ impl From<Error> for Problem {
     }
 }
 
+/// The body of every error answer (`application/problem+json`, RFC 9457); also an item of a
+/// batch answer whose publish failed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Problem)]
+pub(crate) struct ProblemDocument {
+    /// `urn:herald:problem:<kind>`, stable: branch on this.
+    #[serde(rename = "type")]
+    #[schema(example = "urn:herald:problem:invalid-request")]
+    pub(crate) kind: String,
+    /// The HTTP status's reason phrase.
+    pub(crate) title: String,
+    /// The HTTP status code.
+    #[schema(minimum = 400, maximum = 599)]
+    pub(crate) status: u16,
+    /// What went wrong and what to fix, for a person.
+    pub(crate) detail: String,
+}
+
+impl ProblemDocument {
+    pub(crate) fn new(status: StatusCode, kind: &str, detail: String) -> Self {
+        Self {
+            kind: format!("urn:herald:problem:{kind}"),
+            title: status.canonical_reason().unwrap_or("Error").to_string(),
+            status: status.as_u16(),
+            detail,
+        }
+    }
+}
+
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let body = json!({
-            "type": format!("urn:herald:problem:{}", self.kind),
-            "title": self.status.canonical_reason().unwrap_or("Error"),
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-        });
-        let mut response =
-            (self.status, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string()).into_response();
+        let body = ProblemDocument::new(self.status, self.kind, self.detail);
+        let body = serde_json::to_string(&body).expect("a problem document serializes");
+        let mut response = (self.status, [(header::CONTENT_TYPE, "application/problem+json")], body).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
         }

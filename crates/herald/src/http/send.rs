@@ -20,7 +20,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper_util::client::legacy::Client;
 
 use super::extract::subscriber;
-use super::problem::Problem;
+use super::problem::{Problem, ProblemDocument};
 use crate::hub::Hub;
 use crate::outbound::Connector;
 
@@ -79,6 +79,23 @@ const HOP_BY_HOP: [&str; 8] = [
 /// What a client may not say about itself: the hub says it, from the socket.
 const CLIENT_CLAIMS: [&str; 4] = ["forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"];
 
+/// `POST /send/{path}`: forwards the body to the app's `upstream_url`, signed.
+#[utoipa::path(post, path = "/send/{path}", tag = "subscriber",
+    security(("user_token" = []), ("user_token_query" = []), ("user_token_cookie" = [])),
+    params(("path" = String, Path, description = "Appended to `upstream_url`; may not climb out of it (`..`) or carry a query.")),
+    request_body(content = Option<serde_json::Value>, content_type = "*/*", description = "Any body, or none, up to `limits.max_send_bytes`; forwarded as is."),
+    responses(
+        (status = "default", description = "The upstream's answer, status, headers and body, passed through."),
+        (status = 400, description = "A path that would leave the upstream's prefix, or a bad query.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 401, description = "No token, or one that is invalid or expired.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 403, description = "The token does not allow a channel asked for.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within `body_timeout_secs`.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over `limits.max_send_bytes`.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 501, description = "The app has no `upstream_url`.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 502, description = "The upstream could not be reached.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "The app has no JWT key.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 504, description = "The upstream did not answer in time.", body = ProblemDocument, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn send(State(hub): State<Hub>, request: Request) -> Result<Response, Problem> {
     let (mut parts, body) = request.into_parts();
     let (app, subscriber_request) = subscriber(&parts, &hub);

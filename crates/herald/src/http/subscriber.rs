@@ -11,14 +11,32 @@ use http::{header, HeaderValue};
 
 use super::cors;
 use super::extract::{no_body, query_number, query_pairs, subscriber, AckBody, ConnectionKill, JsonBody, User};
-use super::problem::Problem;
-use crate::hub::Hub;
+use super::problem::{Problem, ProblemDocument};
+use crate::hub::{Hub, PollAnswer};
+use crate::store::Acked;
 
 /// Longest long-poll a client may ask for, in seconds.
 const MAX_POLL_SECS: u64 = 60;
 const DEFAULT_POLL_SECS: u64 = 25;
 
 /// `GET /events`: the `text/event-stream` of one connection.
+#[utoipa::path(get, path = "/events", tag = "subscriber",
+    security(("user_token" = []), ("user_token_query" = []), ("user_token_cookie" = [])),
+    params(
+        ("channel" = Option<Vec<String>>, Query, explode = true, description = "A channel to join (repeat for several); the token's `channels` must allow it."),
+        ("client_id" = Option<String>, Query, description = "What the client calls itself; shown in presence."),
+        ("lastEventId" = Option<String>, Query, description = "Resume after this id (as the `Last-Event-ID` header)."),
+        ("ping" = Option<u8>, Query, minimum = 0, maximum = 1, description = "`1`: heartbeats as `herald.ping` events instead of comments."),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this id; what EventSource sends when it reconnects."),
+    ),
+    responses(
+        (status = 200, content_type = "text/event-stream", body = String, description = "The stream: `retry:`, then `herald.connected` (`{connection_id, user, position, heartbeat_ms}`), `herald.reset` (`{reason}`) when the id could not be resumed, the user's unacknowledged durable messages, `herald.unread` (`{unread}`), the replay, then live messages (`id:` `<epoch>-<seq>[-d]`, the publisher's `event:` name or none, `data:` the payload). `herald.kicked` (`{reason}`) precedes a kick; `herald.ping` comes on the heartbeat with `ping=1`, else a comment."),
+        (status = 400, description = "A bad query or a request body.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 401, description = "No token, or one that is invalid or expired.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 403, description = "The token does not allow a channel asked for.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 429, description = "Too many connections for this user or address.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "The hub is shutting down, or the app has no JWT key.", body = ProblemDocument, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn events(State(hub): State<Hub>, parts: Parts) -> Result<Response, Problem> {
     no_body(&parts)?;
     let (app, request) = subscriber(&parts, &hub);
@@ -41,6 +59,21 @@ pub(crate) fn stream_head(hub: &Hub, app: &str, origin: Option<&HeaderValue>) ->
 }
 
 /// `GET /poll`: the same events as JSON, one batch per request.
+#[utoipa::path(get, path = "/poll", tag = "subscriber",
+    security(("user_token" = []), ("user_token_query" = []), ("user_token_cookie" = [])),
+    params(
+        ("channel" = Option<Vec<String>>, Query, explode = true, description = "A channel to join (repeat for several); the token's `channels` must allow it."),
+        ("client_id" = Option<String>, Query, description = "What the client calls itself; shown in presence."),
+        ("lastEventId" = Option<String>, Query, description = "Resume after this id (as the `Last-Event-ID` header)."),
+        ("timeout" = Option<u64>, Query, minimum = 0, maximum = 60, description = "Seconds to wait when nothing is due (default 25)."),
+    ),
+    responses(
+        (status = 200, description = "The events due, in order (`herald.*` control events without `id`), and the position to poll from next.", body = PollAnswer),
+        (status = 400, description = "A bad `timeout` or query.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 401, description = "No token, or one that is invalid or expired.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 403, description = "The token does not allow a channel asked for.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "The hub is shutting down, or the app has no JWT key.", body = ProblemDocument, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn poll(State(hub): State<Hub>, parts: Parts) -> Result<Response, Problem> {
     let (app, request) = subscriber(&parts, &hub);
     let timeout = query_number(&query_pairs(&parts), "timeout")?.unwrap_or(DEFAULT_POLL_SECS);
@@ -53,6 +86,18 @@ pub(crate) async fn poll(State(hub): State<Hub>, parts: Parts) -> Result<Respons
 
 /// `POST /ack`: the user named by the token acknowledges its durable messages. The token is
 /// checked before the body is read.
+#[utoipa::path(post, path = "/ack", tag = "subscriber",
+    security(("user_token" = []), ("user_token_query" = []), ("user_token_cookie" = [])),
+    request_body = AckBody,
+    responses(
+        (status = 200, description = "How many changed from unread to read, and how many are left.", body = Acked),
+        (status = 400, description = "Invalid JSON, an anonymous token, or an id that is not a durable message id.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 401, description = "No token, or one that is invalid or expired.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within `body_timeout_secs`.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over the size limit.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 500, description = "The store failed.", body = ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "The store is unavailable, or the app has no JWT key.", body = ProblemDocument, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn ack(
     State(hub): State<Hub>,
     User { app, id }: User,

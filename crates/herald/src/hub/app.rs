@@ -21,7 +21,7 @@ use super::webhooks::Webhooks;
 use crate::auth::Verifier;
 use crate::config::AppConfig;
 use crate::message::Message;
-use crate::metrics::{add, Metrics};
+use crate::metrics::{AppMetrics, DropReason};
 use crate::presence::{PresenceEvent, PresenceKind};
 use crate::sse;
 use crate::store::{HistoryLimits, Inbox, UnreadChange};
@@ -52,7 +52,7 @@ pub(crate) struct App {
     pub(crate) inbox: Arc<dyn Inbox>,
     /// Cluster only: what this node has applied from the bus.
     pub(crate) applied: Mutex<Applied>,
-    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) metrics: AppMetrics,
     pub(crate) node: Arc<str>,
     pub(crate) retry_ms: u64,
     pub(crate) heartbeat_ms: u64,
@@ -70,10 +70,10 @@ impl App {
     /// Hands a message to this node's matching connections.
     pub(crate) fn deliver(&self, message: &Message) -> usize {
         let (delivered, overflowed) = self.registry.deliver(message);
-        add(&self.metrics.publishes_total, 1);
-        add(&self.metrics.deliveries_total, delivered as u64);
+        self.metrics.deliveries.inc_by(delivered as u64);
         for conn in overflowed {
-            add(&self.metrics.slow_client_drops_total, 1);
+            self.metrics.slow_client_drops.inc();
+            self.metrics.dropped(DropReason::SlowClient, 1);
             tracing::info!(connection = %conn.public_id(), "Dropped a connection whose client stopped reading.");
             self.unregister(&conn);
         }
@@ -93,7 +93,7 @@ impl App {
     /// Removes a connection (idempotent) and tells presence it left.
     pub(crate) fn unregister(&self, conn: &Conn) {
         if let Some(conn) = self.registry.remove(conn) {
-            add(&self.metrics.disconnects_total, 1);
+            self.metrics.disconnects.inc();
             self.announce(PresenceKind::Disconnect, &conn);
         }
     }
@@ -110,7 +110,7 @@ impl App {
         for conn in &conns {
             self.close(conn, last.clone(), CloseReason::Kicked);
         }
-        add(&self.metrics.kicks_total, conns.len() as u64);
+        self.metrics.kicks.inc_by(conns.len() as u64);
         conns.len()
     }
 
@@ -143,7 +143,7 @@ impl App {
         self.backbone.presence_changed(&self.id, &event);
         if let Some(webhooks) = &self.webhooks {
             if let Ok(body) = serde_json::to_vec(&event) {
-                webhooks.send(body.into(), &self.metrics);
+                webhooks.send(body.into());
             }
         }
         if feed {

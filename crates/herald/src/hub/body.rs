@@ -28,8 +28,20 @@ impl StreamBody {
     }
 
     /// Everything queued, coalesced; `None` once the stream ended, an error if it overflowed.
+    /// Counts the bytes (once per wakeup, not per event) and times a timed message's first write.
     pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, super::outbox::CloseReason>>> {
-        self.conn.outbox.poll_next(cx)
+        self.conn.outbox.poll_next(cx).map(|next| {
+            next.map(|chunk| {
+                chunk.map(|(bytes, probe)| {
+                    let metrics = &self.app.metrics;
+                    metrics.bytes_written.inc_by(bytes.len() as u64);
+                    if let Some(since) = probe {
+                        metrics.first_write_seconds.observe(since.elapsed().as_secs_f64());
+                    }
+                    bytes
+                })
+            })
+        })
     }
 }
 

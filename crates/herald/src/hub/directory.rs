@@ -9,7 +9,7 @@ use crate::error::Error;
 use crate::presence::{ConnectionInfo, Kick, PresenceEvent};
 
 /// An online user and how many connections it holds.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct OnlineUser {
     /// User id.
     pub id: String,

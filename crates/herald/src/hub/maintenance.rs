@@ -9,7 +9,6 @@ use tokio::sync::watch;
 use super::outbox::CloseReason;
 use super::Hub;
 use crate::message::now_ms;
-use crate::metrics::add;
 use crate::sse;
 use crate::store::Swept;
 
@@ -36,7 +35,7 @@ impl Hub {
                     app.log.lock().trim(now);
                     for conn in app.registry.all() {
                         if conn.expires_at.is_some_and(|exp| exp.saturating_mul(1000) <= now) {
-                            add(&inner.metrics.expired_tokens_total, 1);
+                            app.metrics.expired_tokens.inc();
                             app.close(&conn, None, CloseReason::Expired);
                         } else if conn.ping_events {
                             // Visible to EventSource, so clients can tell a live stream from a

@@ -26,6 +26,7 @@ mod held;
 mod inspect;
 pub(crate) mod log;
 mod maintenance;
+mod observe;
 mod outbox;
 mod poll;
 mod publish;
@@ -45,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 pub use crate::presence::{ConnectionInfo, PresenceEvent, PresenceKind};
 pub use directory::{ConnectionFilter, OnlineUser};
 pub(crate) use inspect::AppGauges;
+pub use observe::NotReady;
 pub use poll::{PollAnswer, PolledEvent};
 pub use subscribe::SubscribeRequest;
 
@@ -62,7 +64,7 @@ use crate::config::{Config, StoreKind};
 use crate::error::Error;
 use crate::id;
 use crate::message::{Message, Publish, Published};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Outcome, Target};
 use crate::store::{HistoryLimits, Inbox, MemoryStore, SqliteStore, Store};
 
 /// A handle to a running hub; cheap to clone, and shared by the HTTP layer and in-process
@@ -151,7 +153,9 @@ impl Hub {
                 .collect();
             let log = Log::new(opened.epoch, opened.head, opened.floor, history, limits);
             let webhooks = match (&app_config.webhook_url, &app_config.webhook_secret) {
-                (Some(url), Some(secret)) => Some(Webhooks::start(url.clone(), secret.clone(), metrics.clone())),
+                (Some(url), Some(secret)) => {
+                    Some(Webhooks::start(url.clone(), secret.clone(), metrics.app(&app_config.id)))
+                }
                 _ => None,
             };
             let app = Arc::new(App {
@@ -169,7 +173,7 @@ impl Hub {
                 backbone: backbone.clone(),
                 inbox: backbone.inbox(),
                 applied: Mutex::new(backbone::Applied::at(stream_id)),
-                metrics: metrics.clone(),
+                metrics: metrics.app(&app_config.id),
                 node: node.clone(),
                 retry_ms: config.retry_ms,
                 heartbeat_ms: config.heartbeat_secs.saturating_mul(1000),
@@ -203,7 +207,7 @@ impl Hub {
         &self.inner.config
     }
 
-    /// The hub's counters.
+    /// The hub's metric families (see [`Hub::render_metrics`] for the exposition).
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
     }
@@ -234,8 +238,15 @@ impl Hub {
     /// Invalid input (nothing is sent), or for a durable message a store that could not keep it.
     pub async fn publish(&self, app: &str, publish: Publish) -> Result<Published, Error> {
         let app = self.app(app)?;
-        app.validate(&publish)?;
-        app.publish(publish).await
+        let (started, target) = (std::time::Instant::now(), Target::of(&publish.to));
+        if let Err(e) = app.validate(&publish) {
+            app.metrics.published(target, Outcome::Invalid);
+            return Err(e);
+        }
+        let answer = app.publish(publish).await;
+        app.metrics.published(target, if answer.is_ok() { Outcome::Ok } else { Outcome::Failed });
+        app.metrics.publish_seconds.observe(started.elapsed().as_secs_f64());
+        answer
     }
 
     /// Publishes several messages in order. All are validated first: if any is invalid, none is
@@ -246,17 +257,26 @@ impl Hub {
     /// The first invalid item; per-item store failures are in the answers.
     pub async fn publish_batch(&self, app: &str, batch: Vec<Publish>) -> Result<Vec<Result<Published, Error>>, Error> {
         let app = self.app(app)?;
+        let started = std::time::Instant::now();
+        let targets: Vec<Target> = batch.iter().map(|p| Target::of(&p.to)).collect();
+        let refused = |targets: &[Target]| targets.iter().for_each(|t| app.metrics.published(*t, Outcome::Invalid));
         let max = app.config.limits.max_batch;
         if batch.len() > max {
+            refused(&targets);
             return Err(Error::Invalid(format!(
                 "the batch has {} items; at most {max} are allowed (`limits.max_batch`)",
                 batch.len()
             )));
         }
         for (i, p) in batch.iter().enumerate() {
-            app.validate(p).map_err(|e| Error::BatchItem(i, Box::new(e)))?;
+            app.validate(p).map_err(|e| Error::BatchItem(i, Box::new(e))).inspect_err(|_| refused(&targets))?;
         }
-        Ok(app.publish_many(batch).await)
+        let answers = app.publish_many(batch).await;
+        for (answer, target) in answers.iter().zip(targets) {
+            app.metrics.published(target, if answer.is_ok() { Outcome::Ok } else { Outcome::Failed });
+        }
+        app.metrics.publish_seconds.observe(started.elapsed().as_secs_f64());
+        Ok(answers)
     }
 
     /// Opens a subscriber stream; `kill` closes the client's transport if it stops reading.

@@ -9,10 +9,14 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
+
+/// What one wakeup writes: everything queued, and when a timed message in it was sequenced.
+pub(crate) type Chunk = (Bytes, Option<Instant>);
 
 /// Why a stream ended from the hub's side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +51,8 @@ struct Inner {
     queued: usize,
     state: State,
     waker: Option<Waker>,
+    /// When the oldest timed message now queued was sequenced (see [`Outbox::push_timed`]).
+    probe: Option<Instant>,
 }
 
 /// The queue of one connection.
@@ -74,6 +80,7 @@ impl Outbox {
                 queued: 0,
                 state: State::Holding(Vec::new()),
                 waker: None,
+                probe: None,
             }),
             limit,
             wrote: AtomicBool::new(true),
@@ -85,11 +92,20 @@ impl Outbox {
     /// Returns `Ok(true)` when queued (or held), `Ok(false)` when the stream is already ending,
     /// and `Err(())` when this frame overflowed the queue and closed the connection.
     pub(crate) fn push(&self, seq: Option<u64>, frame: Bytes) -> Result<bool, ()> {
+        self.push_timed(seq, frame, None)
+    }
+
+    /// [`Outbox::push`], carrying when the message was sequenced: the write that takes it out
+    /// reports the delay (one connection per message is timed, so the cost stays per message).
+    pub(crate) fn push_timed(&self, seq: Option<u64>, frame: Bytes, since: Option<Instant>) -> Result<bool, ()> {
         let (result, waker) = {
             let mut guard = self.inner.lock();
             let inner = &mut *guard;
             if matches!(inner.state, State::Draining | State::Aborted(_)) {
                 return Ok(false);
+            }
+            if inner.probe.is_none() {
+                inner.probe = since;
             }
             inner.queued += frame.len();
             if inner.queued > self.limit {
@@ -186,7 +202,9 @@ impl Outbox {
         Poll::Pending
     }
 
-    pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, CloseReason>>> {
+    /// Everything queued, coalesced, with the sequencing time of a timed message in it; `None`
+    /// once the stream ended, an error if it overflowed.
+    pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Chunk, CloseReason>>> {
         let mut inner = self.inner.lock();
         if let State::Aborted(reason) = inner.state {
             return Poll::Ready(Some(Err(reason)).filter(|_| reason == CloseReason::Slow));
@@ -205,7 +223,7 @@ impl Outbox {
         match frame {
             Some(frame) => {
                 inner.queued = 0;
-                Poll::Ready(Some(Ok(frame)))
+                Poll::Ready(Some(Ok((frame, inner.probe.take()))))
             }
             None if matches!(inner.state, State::Draining) => Poll::Ready(None),
             None => {
@@ -224,7 +242,7 @@ mod tests {
     use futures_util::task::noop_waker_ref;
 
     fn next(outbox: &Outbox) -> Poll<Option<Result<Bytes, CloseReason>>> {
-        outbox.poll_next(&mut Context::from_waker(noop_waker_ref()))
+        outbox.poll_next(&mut Context::from_waker(noop_waker_ref())).map(|o| o.map(|r| r.map(|(frame, _)| frame)))
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::Hub;
 use crate::error::Error;
 
 /// A long-poll answer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PollAnswer {
     /// Events in order, control events without `id`.
     pub events: Vec<PolledEvent>,
@@ -21,7 +21,7 @@ pub struct PollAnswer {
 }
 
 /// One event of a long-poll answer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PolledEvent {
     /// SSE id; absent on control events.
     #[serde(skip_serializing_if = "Option::is_none")]

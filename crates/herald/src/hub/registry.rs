@@ -181,7 +181,9 @@ impl Registry {
         let mut visit = |shard: &Mutex<Shard>| {
             let shard = shard.lock();
             for conn in shard.matching(targets) {
-                match conn.outbox.push(Some(message.seq), message.frame.clone()) {
+                // The first connection to take the message times its first write.
+                let since = (delivered == 0).then_some(message.created);
+                match conn.outbox.push_timed(Some(message.seq), message.frame.clone(), since) {
                     Ok(true) => delivered += 1,
                     Ok(false) => {}
                     Err(()) => overflowed.push(conn.clone()),
@@ -243,6 +245,11 @@ impl Registry {
     /// Finds one connection by its number.
     pub(crate) fn get(&self, id: u64) -> Option<Arc<Conn>> {
         self.shards.iter().find_map(|shard| shard.lock().conns.get(&id).cloned())
+    }
+
+    /// How many distinct users have a connection open (a user lives in one shard).
+    pub(crate) fn user_count(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().users.len()).sum()
     }
 
     /// How many connections are open.

@@ -17,7 +17,6 @@ use super::registry::Refused;
 use crate::auth::{Claims, TokenError};
 use crate::error::Error;
 use crate::message::{Identity, Message};
-use crate::metrics::add;
 use crate::presence::PresenceKind;
 use crate::sse;
 use crate::store::UserMessage;
@@ -119,7 +118,7 @@ impl App {
                 })
             },
         )?;
-        add(&self.metrics.connects_total, 1);
+        self.metrics.connects.inc();
         self.announce(PresenceKind::Connect, &conn);
         let body = StreamBody::new(self.clone(), conn.clone());
 
@@ -168,6 +167,11 @@ impl App {
             Resume::Reset { reason, .. } => Some(reason),
             Resume::From(_) => None,
         };
+        match (reset, last_event_id) {
+            (Some(_), _) => self.metrics.resets.inc(),
+            (None, Some(_)) => self.metrics.resumes.inc(),
+            (None, None) => {}
+        }
         let (pending, unread) = match &who.user {
             Some(user) => self.pending(user, position).await,
             None => (Vec::new(), None),
@@ -181,7 +185,7 @@ impl App {
         let pending = self.inbox.pending(&self.id, user, position).await;
         let unread = self.inbox.unread(&self.id, user).await;
         if let Err(error) = pending.as_ref().map(|_| ()).and(unread.as_ref().map(|_| ())) {
-            add(&self.metrics.store_errors_total, 1);
+            self.metrics.store_errors.inc();
             tracing::warn!(%error, "Could not read pending durable messages.");
         }
         (pending.unwrap_or_default(), unread.ok())

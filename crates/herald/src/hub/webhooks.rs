@@ -9,7 +9,7 @@ use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use tokio::sync::mpsc;
 
-use crate::metrics::{add, Metrics};
+use crate::metrics::{AppMetrics, DropReason};
 
 /// Webhooks waiting beyond this are dropped (and counted) rather than queued without bound.
 const WEBHOOK_QUEUE: usize = 10_000;
@@ -18,26 +18,34 @@ const WEBHOOK_ATTEMPTS: u32 = 6;
 /// Posts webhooks for one app, in order, retrying each with exponential backoff.
 pub(crate) struct Webhooks {
     tx: mpsc::Sender<Bytes>,
+    metrics: AppMetrics,
 }
 
 impl Webhooks {
-    pub(crate) fn start(url: String, secret: String, metrics: std::sync::Arc<Metrics>) -> Self {
+    pub(crate) fn start(url: String, secret: String, metrics: AppMetrics) -> Self {
         let (tx, mut rx) = mpsc::channel::<Bytes>(WEBHOOK_QUEUE);
+        let task_metrics = metrics.clone();
         tokio::spawn(async move {
+            let metrics = task_metrics;
             let client = crate::outbound::client::<Full<Bytes>>();
             while let Some(body) = rx.recv().await {
-                if !deliver(&client, &url, &secret, body).await {
-                    add(&metrics.webhook_failures_total, 1);
+                let started = std::time::Instant::now();
+                let delivered = deliver(&client, &url, &secret, body).await;
+                metrics.webhook_seconds.observe(started.elapsed().as_secs_f64());
+                if !delivered {
+                    metrics.webhook_failures.inc();
+                    metrics.dropped(DropReason::WebhookFailed, 1);
                 }
             }
         });
-        Self { tx }
+        Self { tx, metrics }
     }
 
     /// Queues one event's body; a full queue drops it, so delivery never waits for a webhook.
-    pub(crate) fn send(&self, body: Bytes, metrics: &Metrics) {
+    pub(crate) fn send(&self, body: Bytes) {
         if self.tx.try_send(body).is_err() {
-            add(&metrics.webhook_failures_total, 1);
+            self.metrics.webhook_failures.inc();
+            self.metrics.dropped(DropReason::WebhookQueueFull, 1);
             tracing::warn!("Webhook queue is full; an event was dropped.");
         }
     }

@@ -113,6 +113,14 @@ impl Inbox for MemoryStore {
         ready(Ok(Self::unread_of(inboxes.get(&(app.to_string(), user.to_string())), now_ms()))).boxed()
     }
 
+    fn size(&self, app: &str) -> BoxFuture<'static, Result<Option<u64>, StoreError>> {
+        let now = now_ms();
+        let inboxes = self.inboxes.lock();
+        let size =
+            inboxes.iter().filter(|((a, _), _)| a == app).map(|(_, inbox)| Self::unread_of(Some(inbox), now)).sum();
+        ready(Ok(Some(size))).boxed()
+    }
+
     fn pending(&self, app: &str, user: &str, up_to: u64) -> BoxFuture<'static, Result<Vec<UserMessage>, StoreError>> {
         let now = now_ms();
         let inboxes = self.inboxes.lock();

@@ -12,7 +12,7 @@ mod sqlite;
 
 use std::sync::Arc;
 
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, FutureExt};
 use serde::Serialize;
 
 pub use memory::MemoryStore;
@@ -122,7 +122,7 @@ pub struct MessageQuery {
 }
 
 /// The outcome of an acknowledgement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Acked {
     /// Messages that changed from unread to read.
     pub acked: u64,
@@ -163,6 +163,14 @@ pub trait Inbox: Send + Sync + 'static {
 
     /// Counts `user`'s unread, unexpired messages.
     fn unread(&self, app: &str, user: &str) -> BoxFuture<'static, Result<u64, StoreError>>;
+
+    /// Counts the unread messages of all of `app`'s users (those expired but not yet swept
+    /// included), for `herald_inbox_messages`; `None` from a store that cannot count without a
+    /// scan (the cluster's Redis inbox keeps one hash per user).
+    fn size(&self, app: &str) -> BoxFuture<'static, Result<Option<u64>, StoreError>> {
+        let _ = app;
+        futures_util::future::ready(Ok(None)).boxed()
+    }
 
     /// `user`'s unread, unexpired messages up to sequence `up_to`, oldest first.
     fn pending(&self, app: &str, user: &str, up_to: u64) -> BoxFuture<'static, Result<Vec<UserMessage>, StoreError>>;

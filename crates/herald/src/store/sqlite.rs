@@ -56,6 +56,7 @@ enum Command {
     Append { app: String, message: Arc<Message>, durable: Option<DurableFor>, reply: Reply<Vec<UnreadChange>> },
     Ack { app: String, user: String, seqs: Vec<u64>, reply: Reply<Acked> },
     Unread { app: String, user: String, reply: Reply<u64> },
+    Size { app: String, reply: Reply<u64> },
     Pending { app: String, user: String, up_to: u64, reply: Reply<Vec<UserMessage>> },
     Messages { app: String, user: String, query: MessageQuery, reply: Reply<Vec<UserMessage>> },
     Sweep { now_ms: u64, reply: Reply<Swept> },
@@ -70,7 +71,7 @@ impl Command {
             Command::Append { reply, .. } => drop(reply.send(Err(e))),
             Command::Sweep { reply, .. } => drop(reply.send(Err(e))),
             Command::Ack { reply, .. } => drop(reply.send(Err(e))),
-            Command::Unread { reply, .. } => drop(reply.send(Err(e))),
+            Command::Unread { reply, .. } | Command::Size { reply, .. } => drop(reply.send(Err(e))),
             Command::Pending { reply, .. } | Command::Messages { reply, .. } => drop(reply.send(Err(e))),
             Command::Flush { reply } => drop(reply.send(Err(e))),
         }
@@ -245,6 +246,7 @@ fn execute(
         }
         Command::Ack { app, user, seqs, reply } => answer(reply, ack(tx, &app, &user, &seqs)),
         Command::Unread { app, user, reply } => answer(reply, unread(tx, &app, &user, now_ms()).map_err(failed)),
+        Command::Size { app, reply } => answer(reply, size(tx, &app).map_err(failed)),
         Command::Pending { app, user, up_to, reply } => answer(reply, pending(tx, &app, &user, up_to)),
         Command::Messages { app, user, query, reply } => answer(reply, messages(tx, &app, &user, query)),
         Command::Sweep { now_ms, reply } => answer(reply, sweep(tx, limits, now_ms)),
@@ -349,6 +351,12 @@ fn unread(tx: &Transaction<'_>, app: &str, user: &str, now: u64) -> rusqlite::Re
         .optional()?
         .unwrap_or_default();
     Ok(counter.saturating_sub(expired_unread(tx, app, user, now)?))
+}
+
+/// Every unread message of `app`, from the per-user counters.
+fn size(tx: &Transaction<'_>, app: &str) -> rusqlite::Result<u64> {
+    tx.prepare_cached("SELECT COALESCE(SUM(count), 0) FROM unread WHERE app = ?1")?
+        .query_row(params![app], |r| r.get(0))
 }
 
 /// A user's unread messages that expired but are not swept yet.
@@ -488,6 +496,11 @@ impl Inbox for SqliteStore {
     fn unread(&self, app: &str, user: &str) -> BoxFuture<'static, Result<u64, StoreError>> {
         let (app, user) = (app.to_string(), user.to_string());
         self.send(|reply| Command::Unread { app, user, reply })
+    }
+
+    fn size(&self, app: &str) -> BoxFuture<'static, Result<Option<u64>, StoreError>> {
+        let app = app.to_string();
+        self.send(|reply| Command::Size { app, reply }).map(|r| r.map(Some)).boxed()
     }
 
     fn pending(&self, app: &str, user: &str, up_to: u64) -> BoxFuture<'static, Result<Vec<UserMessage>, StoreError>> {

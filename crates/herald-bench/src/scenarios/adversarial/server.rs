@@ -64,8 +64,17 @@ async fn metrics(addr: SocketAddr) -> Option<(u64, u64)> {
 }
 
 fn parse_metrics(text: &str) -> Option<(u64, u64)> {
-    let value =
-        |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<u64>().ok());
+    // Summed over the series' label sets (one per app).
+    let value = |name: &str| {
+        let values = text.lines().filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let rest = rest
+                .strip_prefix(' ')
+                .or_else(|| rest.strip_prefix('{').and_then(|r| r.split_once("} ")).map(|(_, v)| v))?;
+            rest.trim().parse::<u64>().ok()
+        });
+        values.fold(None, |sum, v| Some(sum.unwrap_or(0) + v))
+    };
     Some((value("herald_connections")?, value("herald_slow_client_drops_total")?))
 }
 
@@ -79,5 +88,8 @@ mod tests {
                     herald_connects_total 40\nherald_slow_client_drops_total 7\n";
         assert_eq!(parse_metrics(text), Some((12, 7)));
         assert_eq!(parse_metrics("herald_connections 1\n"), None);
+        let labelled = "herald_connections{app=\"a\"} 2\nherald_connections{app=\"b\"} 3\n\
+                        herald_slow_client_drops_total{app=\"a\"} 1\nherald_slow_client_drops_total{app=\"b\"} 0\n";
+        assert_eq!(parse_metrics(labelled), Some((5, 1)));
     }
 }

@@ -2,7 +2,6 @@
 //! made of, kept for the last few minutes in a ring that every dashboard shares.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,12 +29,11 @@ pub(crate) struct Counters {
 }
 
 pub(crate) fn read_counters(hub: &Hub) -> Counters {
-    let m = hub.metrics();
-    Counters {
-        publishes: m.publishes_total.load(Ordering::Relaxed),
-        deliveries: m.deliveries_total.load(Ordering::Relaxed),
-        slow_client_drops: m.slow_client_drops_total.load(Ordering::Relaxed),
-    }
+    hub.metrics_snapshot().iter().fold(Counters::default(), |sum, app| Counters {
+        publishes: sum.publishes + app.publishes_ok,
+        deliveries: sum.deliveries + app.deliveries,
+        slow_client_drops: sum.slow_client_drops + app.slow_client_drops,
+    })
 }
 
 /// One moment of the node.

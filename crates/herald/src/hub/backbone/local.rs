@@ -14,7 +14,6 @@ use crate::error::Error;
 use crate::hub::app::App;
 use crate::hub::Inner;
 use crate::message::{now_ms, Message, Publish, Published};
-use crate::metrics::add;
 use crate::presence::{ConnectionInfo, Kick, PresenceEvent};
 use crate::store::{HistoryLimits, Inbox, Opened, Store, StoreError, UnreadChange};
 
@@ -107,8 +106,7 @@ async fn stage(app: &Arc<App>, store: &dyn Store, p: Publish) -> Result<Staged, 
         let seq = log.assigned + 1;
         let message = Arc::new(Message::new(&log.epoch, seq, now_ms(), to, event, data, is_durable));
         // Enqueued before anyone can see the message, so an ack never overtakes its insert.
-        let commit =
-            store.append(&app.id, message.clone(), durable).inspect_err(|_| add(&app.metrics.store_errors_total, 1))?;
+        let commit = store.append(&app.id, message.clone(), durable).inspect_err(|_| app.metrics.store_errors.inc())?;
         log.assigned = seq;
         let mut held = app.held.lock();
         let hold = (is_durable || !held.is_empty()).then(|| held.push(message.clone()));
@@ -134,7 +132,9 @@ async fn stage(app: &Arc<App>, store: &dyn Store, p: Publish) -> Result<Staged, 
     let committed = is_durable.then(|| {
         let app = app.clone();
         tokio::spawn(async move {
+            let started = std::time::Instant::now();
             let outcome = commit.await;
+            app.metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
             app.held.lock().settle(message.seq, outcome.is_ok());
             release_held(&app).await;
             outcome
@@ -183,7 +183,8 @@ impl Staged {
         };
         if let Some(committed) = committed {
             let outcome = committed.await.map_err(|e| StoreError::Failed(e.to_string()))?;
-            let changes = outcome.inspect_err(|_| add(&app.metrics.store_errors_total, 1))?;
+            let changes = outcome.inspect_err(|_| app.metrics.store_errors.inc())?;
+            app.metrics.durable_commits.inc();
             app.notify_unread(&changes);
         }
         // Sent once everything ahead is committed (or failed): the sender is never dropped

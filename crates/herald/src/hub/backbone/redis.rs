@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::{BoxFuture, FutureExt};
 use tokio::sync::{mpsc, Notify};
@@ -16,7 +16,7 @@ use crate::hub::app::App;
 use crate::hub::outbox::CloseReason;
 use crate::hub::Inner;
 use crate::message::{now_ms, Message, Publish, Published};
-use crate::metrics::add;
+use crate::metrics::RedisOp;
 use crate::presence::{ConnectionInfo, Kick, PresenceEvent};
 use crate::store::{HistoryLimits, Inbox, Opened, StoreError, UnreadChange};
 
@@ -116,8 +116,10 @@ impl Backbone for Redis {
 async fn publish_one(app: &App, cluster: &Cluster, report_wait: Duration, p: Publish) -> Result<Published, Error> {
     let durable = match p.durable {
         true => {
-            let remote =
-                cluster.remote_connections(&app.id).await.inspect_err(|_| add(&app.metrics.store_errors_total, 1))?;
+            let started = Instant::now();
+            let remote = cluster.remote_connections(&app.id).await;
+            app.metrics.redis(RedisOp::Presence, started.elapsed(), &remote);
+            let remote = remote.inspect_err(|_| app.metrics.store_errors.inc())?;
             Some(app.durable_recipients(&p, remote))
         }
         false => None,
@@ -136,11 +138,16 @@ async fn publish_one(app: &App, cluster: &Cluster, report_wait: Duration, p: Pub
     // extra round trip.
     // Above everything this node has applied, even if Redis lost increments in a failover.
     let floor = app.log.lock().head;
+    let started = Instant::now();
     let (peers, seq) = tokio::join!(
         cluster.peers(&app.id),
         cluster.publish(&app.id, &wire, durable.as_ref().zip(record), app.history_limits(), floor)
     );
-    let seq = seq.inspect_err(|_| add(&app.metrics.store_errors_total, 1))?;
+    app.metrics.redis(RedisOp::Publish, started.elapsed(), &seq);
+    let seq = seq.inspect_err(|_| app.metrics.store_errors.inc())?;
+    if wire.durable {
+        app.metrics.durable_commits.inc();
+    }
     // Not knowing who is live, the answer cannot claim to be complete.
     let known = peers.is_ok();
     let peers = peers.unwrap_or(0);
@@ -249,6 +256,11 @@ impl App {
         };
         let delivered = self.deliver(&message);
         drop(turn);
+        if stream_id.is_some() {
+            // Live from the bus, not a catch-up: how far behind the publishing node it came.
+            let lag_ms = crate::message::now_ms().saturating_sub(message.time_ms);
+            self.metrics.bus_lag_seconds.observe(lag_ms as f64 / 1000.0);
+        }
         {
             let mut applied = self.applied.lock();
             if stream_id.is_some() {
@@ -273,7 +285,11 @@ impl App {
     /// starts over at Redis's head and closes its streams, whose clients then reconnect and
     /// get `herald.reset`.
     pub(crate) async fn catch_up(&self, cluster: &Cluster) {
-        if let Err(error) = self.try_catch_up(cluster).await {
+        self.metrics.catch_ups.inc();
+        let started = Instant::now();
+        let outcome = self.try_catch_up(cluster).await;
+        self.metrics.redis(RedisOp::CatchUp, started.elapsed(), &outcome);
+        if let Err(error) = outcome {
             tracing::warn!(app = %self.id, %error, "Could not catch up from the cluster's history.");
         }
     }
