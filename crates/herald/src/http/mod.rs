@@ -5,6 +5,7 @@ mod assets;
 pub(crate) mod cors;
 mod deadline;
 mod extract;
+mod mercure;
 mod problem;
 pub(crate) mod send;
 mod subscriber;
@@ -51,6 +52,10 @@ pub fn router(hub: Hub) -> Router {
         .route("/herald.js", get(assets::script))
         .route("/herald.d.ts", get(assets::types))
         .route("/demo", get(assets::demo))
+        .route("/", get(mercure::home))
+        .route("/.well-known/mercure", get(mercure::subscribe).post(mercure::publish))
+        .route("/.well-known/mercure/subscriptions", get(mercure::subscriptions))
+        .route("/.well-known/mercure/subscriptions/{*rest}", get(mercure::subscriptions))
         .nest("/api", api)
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)

@@ -56,6 +56,8 @@ pub(crate) struct App {
     pub(crate) node: Arc<str>,
     pub(crate) retry_ms: u64,
     pub(crate) heartbeat_ms: u64,
+    /// The Mercure side, when the app turns it on.
+    pub(crate) mercure: Option<super::mercure::MercureApp>,
 }
 
 impl App {
@@ -95,6 +97,7 @@ impl App {
         if let Some(conn) = self.registry.remove(conn) {
             add(&self.metrics.disconnects_total, 1);
             self.announce(PresenceKind::Disconnect, &conn);
+            self.subscription_events(&conn, false);
         }
     }
 

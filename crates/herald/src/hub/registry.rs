@@ -10,9 +10,10 @@ use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use super::conn::Conn;
+use crate::mercure::{Selector, Topic};
 use crate::message::{Message, Targets};
 
 const SHARDS: usize = 32;
@@ -28,7 +29,22 @@ struct Shard {
     sessions: Index,
     tenants: Index,
     channels: Index,
+    /// Mercure subscribers by the key of each of their non-exact selectors (templates, URL
+    /// patterns, `*`); exact topics are in `channels`.
+    patterns: Index,
 }
+
+/// The distinct non-exact Mercure selectors of an app, each evaluated once per published topic
+/// however many connections share it, and a bounded cache of which selectors a topic matched.
+#[derive(Default)]
+struct Patterns {
+    live: HashMap<Arc<str>, (Arc<Selector>, usize)>,
+    /// Topic → keys of the selectors it matches; cleared when the selector set changes or it fills.
+    cache: HashMap<Box<str>, Arc<[Arc<str>]>>,
+}
+
+/// Topics whose matched selectors are remembered; past this the cache starts over.
+const PATTERN_CACHE: usize = 4096;
 
 impl Shard {
     fn index(&mut self, conn: &Arc<Conn>) {
@@ -42,6 +58,9 @@ impl Shard {
         }
         for channel in &who.channels {
             self.channels.entry(channel.clone()).or_default().push(conn.clone());
+        }
+        for key in conn.mercure.iter().flat_map(|m| m.patterns.iter()) {
+            self.patterns.entry(key.clone()).or_default().push(conn.clone());
         }
     }
 
@@ -65,26 +84,45 @@ impl Shard {
         for channel in &who.channels {
             drop_from(&mut self.channels, channel, conn.id);
         }
+        for key in conn.mercure.iter().flat_map(|m| m.patterns.iter()) {
+            drop_from(&mut self.patterns, key, conn.id);
+        }
     }
 
-    /// The connections `targets` reaches, each once.
-    fn matching(&self, targets: &Targets) -> Vec<&Arc<Conn>> {
+    /// The connections `targets` reaches, each once. Mercure subscribers are reached through
+    /// topics only (their channels and `patterns`, the keys of the selectors the message's
+    /// topics matched), and a private message only by those whose token may read it.
+    fn matching(&self, targets: &Targets, patterns: &[Arc<str>], private: Option<&Message>) -> Vec<&Arc<Conn>> {
+        let native = |c: &&Arc<Conn>| c.mercure.is_none();
         if targets.all {
-            return self.conns.values().collect();
+            return self.conns.values().filter(native).collect();
         }
         let mut found = Vec::new();
         let mut lists = 0;
-        for (index, keys) in [
-            (&self.users, &targets.users),
-            (&self.sessions, &targets.sessions),
-            (&self.tenants, &targets.tenants),
-            (&self.channels, &targets.channels),
-        ] {
+        for (index, keys) in
+            [(&self.users, &targets.users), (&self.sessions, &targets.sessions), (&self.tenants, &targets.tenants)]
+        {
             for key in keys {
                 if let Some(conns) = index.get(key.as_str()) {
-                    found.extend(conns);
+                    found.extend(conns.iter().filter(native));
                     lists += 1;
                 }
+            }
+        }
+        let readable = |c: &&Arc<Conn>| match (&c.mercure, private) {
+            (Some(m), Some(message)) => m.may_read(message),
+            _ => true,
+        };
+        for key in &targets.channels {
+            if let Some(conns) = self.channels.get(key.as_str()) {
+                found.extend(conns.iter().filter(readable));
+                lists += 1;
+            }
+        }
+        for key in patterns {
+            if let Some(conns) = self.patterns.get(key) {
+                found.extend(conns.iter().filter(readable));
+                lists += 1;
             }
         }
         // A connection can be in two lists (its user and its channel, say): it gets one copy.
@@ -108,11 +146,87 @@ pub(crate) struct Registry {
     shards: Box<[Mutex<Shard>]>,
     /// Open connections per remote address; touched on connect and disconnect only.
     per_address: Mutex<HashMap<IpAddr, usize>>,
+    /// Mercure selectors in play; read on each publish to topics, written on (dis)connects.
+    patterns: RwLock<Patterns>,
 }
 
 impl Registry {
     pub(crate) fn new() -> Self {
-        Self { shards: (0..SHARDS).map(|_| Mutex::default()).collect(), per_address: Mutex::default() }
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            per_address: Mutex::default(),
+            patterns: RwLock::default(),
+        }
+    }
+
+    /// The keys of the live non-exact selectors that one of `topics` matches: each distinct
+    /// selector is evaluated once per topic (and a topic seen recently not at all), so the cost
+    /// is bounded by the distinct selectors, not by the connections.
+    fn matched_patterns(&self, topics: &[String]) -> Vec<Arc<str>> {
+        let mut keys = Vec::new();
+        for topic in topics {
+            if let Some(hit) = self.patterns.read().cache.get(topic.as_str()) {
+                keys.extend(hit.iter().cloned());
+                continue;
+            }
+            let mut patterns = self.patterns.write();
+            if patterns.live.is_empty() {
+                return Vec::new();
+            }
+            let parsed = Topic::new(topic);
+            let hit: Arc<[Arc<str>]> =
+                patterns.live.iter().filter(|(_, (s, _))| s.matches(&parsed)).map(|(k, _)| k.clone()).collect();
+            if patterns.cache.len() >= PATTERN_CACHE {
+                patterns.cache.clear();
+            }
+            patterns.cache.insert(topic.as_str().into(), hit.clone());
+            keys.extend(hit.iter().cloned());
+        }
+        if topics.len() > 1 {
+            keys.sort_unstable();
+            keys.dedup();
+        }
+        keys
+    }
+
+    fn add_patterns(&self, conn: &Conn) {
+        let Some(m) = &conn.mercure else { return };
+        if m.patterns.is_empty() {
+            return;
+        }
+        let mut patterns = self.patterns.write();
+        let mut added = false;
+        for (key, selector) in m.patterns.iter().zip(&m.pattern_selectors) {
+            let entry = patterns.live.entry(key.clone()).or_insert_with(|| {
+                added = true;
+                (selector.clone(), 0)
+            });
+            entry.1 += 1;
+        }
+        if added {
+            patterns.cache.clear();
+        }
+    }
+
+    fn remove_patterns(&self, conn: &Conn) {
+        let Some(m) = &conn.mercure else { return };
+        if m.patterns.is_empty() {
+            return;
+        }
+        let mut patterns = self.patterns.write();
+        let mut removed = false;
+        for key in &m.patterns {
+            if let Some(entry) = patterns.live.get_mut(key) {
+                entry.1 -= 1;
+                if entry.1 == 0 {
+                    patterns.live.remove(key);
+                    removed = true;
+                }
+            }
+        }
+        if removed {
+            patterns.cache.clear();
+        }
     }
 
     fn shard_of(&self, user: Option<&str>, id: u64) -> &Mutex<Shard> {
@@ -146,7 +260,9 @@ impl Registry {
             }
         }
         shard.index(&conn);
-        shard.conns.insert(conn.id, conn);
+        shard.conns.insert(conn.id, conn.clone());
+        drop(shard);
+        self.add_patterns(&conn);
         Ok(())
     }
 
@@ -159,6 +275,7 @@ impl Registry {
             removed
         };
         self.release_address(removed.meta.remote_addr.ip());
+        self.remove_patterns(&removed);
         Some(removed)
     }
 
@@ -176,11 +293,13 @@ impl Registry {
     /// connections whose queue overflowed (already closed; the caller unregisters them).
     pub(crate) fn deliver(&self, message: &Message) -> (usize, Vec<Arc<Conn>>) {
         let targets = &message.targets;
+        let patterns = if targets.channels.is_empty() { Vec::new() } else { self.matched_patterns(&targets.channels) };
+        let private = message.is_private().then_some(message);
         let mut delivered = 0;
         let mut overflowed = Vec::new();
         let mut visit = |shard: &Mutex<Shard>| {
             let shard = shard.lock();
-            for conn in shard.matching(targets) {
+            for conn in shard.matching(targets, &patterns, private) {
                 match conn.outbox.push(Some(message.seq), message.frame.clone()) {
                     Ok(true) => delivered += 1,
                     Ok(false) => {}
@@ -215,7 +334,7 @@ impl Registry {
     pub(crate) fn matching(&self, targets: &Targets) -> Vec<Arc<Conn>> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
-            out.extend(shard.lock().matching(targets).into_iter().cloned());
+            out.extend(shard.lock().matching(targets, &[], None).into_iter().cloned());
         }
         out
     }

@@ -144,12 +144,31 @@ fn open_connection(path: &Path, sync: StoreSync, max_bytes: Option<u64>) -> Resu
          BEGIN IMMEDIATE; {SCHEMA} COMMIT;"
     ))
     .map_err(classify)?;
+    migrate(&conn).map_err(classify)?;
     if let Some(max_bytes) = max_bytes {
         let page_size: u64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(classify)?;
         let pages = max_bytes.div_ceil(page_size.max(1));
         conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(())).map_err(classify)?;
     }
     Ok(conn)
+}
+
+/// Schema changes after the first release, each applied once; a file written by an older Herald
+/// opens unchanged and gains the new columns (old rows read as before).
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version < 1 {
+        // 1: Mercure's extras of a history message (custom id, private, retry), as JSON.
+        let has: bool =
+            conn.query_row("SELECT COUNT(*) FROM pragma_table_info('history') WHERE name = 'mercure'", [], |r| {
+                r.get::<_, u32>(0).map(|n| n > 0)
+            })?;
+        if !has {
+            conn.execute_batch("ALTER TABLE history ADD COLUMN mercure TEXT")?;
+        }
+        conn.execute_batch("PRAGMA user_version = 1")?;
+    }
+    Ok(())
 }
 
 fn failed(e: rusqlite::Error) -> StoreError {
@@ -273,7 +292,8 @@ fn open_app(tx: &Transaction<'_>, app: &str, limits: HistoryLimits) -> Result<Op
     let floor = floor.max(tx.query_row("SELECT floor FROM app WHERE id = ?1", [app], |r| r.get(0)).map_err(failed)?);
     let mut stmt = tx
         .prepare(
-            "SELECT seq, time_ms, targets, event, data, durable FROM history WHERE app = ?1 AND seq > ?2 ORDER BY seq",
+            "SELECT seq, time_ms, targets, event, data, durable, mercure FROM history WHERE app = ?1 AND seq > ?2 \
+             ORDER BY seq",
         )
         .map_err(failed)?;
     let history = stmt
@@ -285,6 +305,7 @@ fn open_app(tx: &Transaction<'_>, app: &str, limits: HistoryLimits) -> Result<Op
                 event: r.get(3)?,
                 data: r.get(4)?,
                 durable: r.get(5)?,
+                mercure: r.get::<_, Option<String>>(6)?.and_then(|j| serde_json::from_str(&j).ok()),
             })
         })
         .map_err(failed)?
@@ -316,10 +337,12 @@ fn append(
     durable: Option<DurableFor>,
 ) -> Result<Vec<UnreadChange>, StoreError> {
     let targets = serde_json::to_string(&m.targets).map_err(|e| StoreError::Failed(e.to_string()))?;
+    let mercure = m.mercure.as_ref().and_then(|x| serde_json::to_string(x).ok());
     tx.prepare_cached(
-        "INSERT OR REPLACE INTO history (app, seq, time_ms, targets, event, data, durable) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT OR REPLACE INTO history (app, seq, time_ms, targets, event, data, durable, mercure) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )
-    .and_then(|mut s| s.execute(params![app, m.seq, m.time_ms, targets, m.event, m.data, m.durable]))
+    .and_then(|mut s| s.execute(params![app, m.seq, m.time_ms, targets, m.event, m.data, m.durable, mercure]))
     .map_err(failed)?;
     let Some(durable) = durable else { return Ok(Vec::new()) };
     let mut insert = tx
