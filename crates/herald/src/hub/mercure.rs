@@ -461,7 +461,10 @@ fn decode_unreserved(path: &str) -> String {
 /// The topic and document of one subscription: the newer shape for `match*` subscriptions,
 /// the 0.x JSON-LD shape for `topic=` ones.
 pub(crate) fn subscription_document(subscriber: &str, s: &MercureSubscription, active: bool) -> Value {
-    let enc = |v: &str| percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string();
+    // RFC 6570 simple expansion: everything but the unreserved characters, encoded once.
+    const ENCODED: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+    let enc = |v: &str| percent_encoding::utf8_percent_encode(v, ENCODED).to_string();
     if s.match_type == "topic" {
         let id = format!("{HUB_PATH}/subscriptions/{}/{}", enc(&s.selector), enc(subscriber));
         let mut doc = json!({
