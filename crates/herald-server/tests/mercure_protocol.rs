@@ -547,3 +547,46 @@ async fn a_stream_closes_when_its_token_expires() {
     assert_eq!(sse.status, 200);
     sse.ended().await;
 }
+
+#[tokio::test]
+async fn cors_follows_the_mercure_origins_and_cookies_publish_only_from_publish_origins() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = hub(
+        &dir,
+        &[
+            ("HERALD_MERCURE_CORS_ORIGINS", "https://app.example"),
+            ("HERALD_MERCURE_PUBLISH_ORIGINS", "https://admin.example"),
+        ],
+    )
+    .await;
+    let stream = |origin: &'static str| {
+        client().get(format!("{}/.well-known/mercure?topic=x", h.base)).header("origin", origin).send()
+    };
+    let allowed = stream("https://app.example").await.unwrap();
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://app.example");
+    assert_eq!(allowed.headers()["access-control-allow-credentials"], "true");
+    assert!(allowed.headers()["access-control-expose-headers"].to_str().unwrap().contains("mercure-last-event-id"));
+    let other = stream("https://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    let preflight = client()
+        .request(reqwest::Method::OPTIONS, format!("{}/.well-known/mercure", h.base))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "https://app.example");
+
+    let mut sse = open(&h.base, &q(&[("topic", "https://example.com/t")]), None).await;
+    let cookie_publish = |origin: &'static str, data: &'static str| {
+        client()
+            .post(format!("{}/.well-known/mercure", h.base))
+            .header("cookie", format!("mercureAuthorization={}", publisher()))
+            .header("origin", origin)
+            .form(&[("topic", "https://example.com/t"), ("data", data)])
+            .send()
+    };
+    assert_eq!(cookie_publish("https://app.example", "refused").await.unwrap().status(), 403);
+    assert_eq!(cookie_publish("https://admin.example", "allowed").await.unwrap().status(), 200);
+    assert_eq!(update(&mut sse).await.data, "allowed");
+}

@@ -127,9 +127,9 @@ fn topics(m: &Message) -> Vec<Topic<'_>> {
 }
 
 impl MercureSub {
-    /// Whether its token may read one of the message's topics.
-    pub(crate) fn may_read(&self, m: &Message) -> bool {
-        self.grants.as_ref().is_some_and(|g| g.may_read(&topics(m)))
+    /// Whether its token may read one of `topics` (a private update's).
+    pub(crate) fn may_read(&self, topics: &[Topic<'_>]) -> bool {
+        self.grants.as_ref().is_some_and(|g| g.may_read(topics))
     }
 
     /// Whether it receives `m` (replay applies the live rules).
@@ -138,7 +138,7 @@ impl MercureSub {
             return false;
         }
         let t = topics(m);
-        self.selectors.iter().any(|(s, _, _)| s.matches_any(&t)) && (!m.is_private() || self.may_read(m))
+        self.selectors.iter().any(|(s, _, _)| s.matches_any(&t)) && (!m.is_private() || self.may_read(&t))
     }
 
     pub(crate) fn info(&self) -> MercureInfo {

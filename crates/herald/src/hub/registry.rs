@@ -41,6 +41,8 @@ struct Patterns {
     live: HashMap<Arc<str>, (Arc<Selector>, usize)>,
     /// Topic → keys of the selectors it matches; cleared when the selector set changes or it fills.
     cache: HashMap<Box<str>, Arc<[Arc<str>]>>,
+    /// Bumped whenever `live` changes, so a result computed before the change is not cached.
+    generation: u64,
 }
 
 /// Topics whose matched selectors are remembered; past this the cache starts over.
@@ -92,7 +94,7 @@ impl Shard {
     /// The connections `targets` reaches, each once. Mercure subscribers are reached through
     /// topics only (their channels and `patterns`, the keys of the selectors the message's
     /// topics matched), and a private message only by those whose token may read it.
-    fn matching(&self, targets: &Targets, patterns: &[Arc<str>], private: Option<&Message>) -> Vec<&Arc<Conn>> {
+    fn matching(&self, targets: &Targets, patterns: &[Arc<str>], private: Option<&[Topic<'_>]>) -> Vec<&Arc<Conn>> {
         let native = |c: &&Arc<Conn>| c.mercure.is_none();
         if targets.all {
             return self.conns.values().filter(native).collect();
@@ -110,7 +112,7 @@ impl Shard {
             }
         }
         let readable = |c: &&Arc<Conn>| match (&c.mercure, private) {
-            (Some(m), Some(message)) => m.may_read(message),
+            (Some(m), Some(topics)) => m.may_read(topics),
             _ => true,
         };
         for key in &targets.channels {
@@ -164,23 +166,37 @@ impl Registry {
     /// is bounded by the distinct selectors, not by the connections.
     fn matched_patterns(&self, topics: &[String]) -> Vec<Arc<str>> {
         let mut keys = Vec::new();
-        for topic in topics {
-            if let Some(hit) = self.patterns.read().cache.get(topic.as_str()) {
-                keys.extend(hit.iter().cloned());
-                continue;
-            }
-            let mut patterns = self.patterns.write();
+        let mut computed = Vec::new();
+        let generation = {
+            // Evaluated under the read lock, so publishers never wait on each other here.
+            let patterns = self.patterns.read();
             if patterns.live.is_empty() {
-                return Vec::new();
+                return keys;
             }
-            let parsed = Topic::new(topic);
-            let hit: Arc<[Arc<str>]> =
-                patterns.live.iter().filter(|(_, (s, _))| s.matches(&parsed)).map(|(k, _)| k.clone()).collect();
-            if patterns.cache.len() >= PATTERN_CACHE {
-                patterns.cache.clear();
+            for topic in topics {
+                if let Some(hit) = patterns.cache.get(topic.as_str()) {
+                    keys.extend(hit.iter().cloned());
+                    continue;
+                }
+                let parsed = Topic::new(topic);
+                let hit: Arc<[Arc<str>]> =
+                    patterns.live.iter().filter(|(_, (s, _))| s.matches(&parsed)).map(|(k, _)| k.clone()).collect();
+                keys.extend(hit.iter().cloned());
+                computed.push((topic, hit));
             }
-            patterns.cache.insert(topic.as_str().into(), hit.clone());
-            keys.extend(hit.iter().cloned());
+            patterns.generation
+        };
+        if !computed.is_empty() {
+            let mut patterns = self.patterns.write();
+            // Only if no selector came or went meanwhile: the result would be stale.
+            if patterns.generation == generation {
+                if patterns.cache.len() + computed.len() > PATTERN_CACHE {
+                    patterns.cache.clear();
+                }
+                for (topic, hit) in computed {
+                    patterns.cache.insert(topic.as_str().into(), hit);
+                }
+            }
         }
         if topics.len() > 1 {
             keys.sort_unstable();
@@ -204,6 +220,7 @@ impl Registry {
             entry.1 += 1;
         }
         if added {
+            patterns.generation += 1;
             patterns.cache.clear();
         }
     }
@@ -225,6 +242,7 @@ impl Registry {
             }
         }
         if removed {
+            patterns.generation += 1;
             patterns.cache.clear();
         }
     }
@@ -294,7 +312,10 @@ impl Registry {
     pub(crate) fn deliver(&self, message: &Message) -> (usize, Vec<Arc<Conn>>) {
         let targets = &message.targets;
         let patterns = if targets.channels.is_empty() { Vec::new() } else { self.matched_patterns(&targets.channels) };
-        let private = message.is_private().then_some(message);
+        // A private message's topics, parsed once for every recipient's grants.
+        let private: Option<Vec<Topic<'_>>> =
+            message.is_private().then(|| targets.channels.iter().map(|t| Topic::new(t)).collect());
+        let private = private.as_deref();
         let mut delivered = 0;
         let mut overflowed = Vec::new();
         let mut visit = |shard: &Mutex<Shard>| {
