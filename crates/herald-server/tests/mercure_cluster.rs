@@ -52,7 +52,7 @@ async fn native_and_mercure_updates_cross_nodes_both_ways() {
     let mut anonymous_on_b = mercure_open(&b.base, pattern, None, None).await;
     let (mut native_on_b, _) =
         Sse::connect(&b.base, &format!("channel={}&access_token={}", "%2Fnews", token("n", json!({})))).await;
-    let mut mercure_on_a = mercure_open(&a.base, "topic=%2Fnews", None, None).await;
+    let mut mercure_on_a = mercure_open(&a.base, "topic=%2Fnews", Some(&publisher()), None).await;
 
     // A Mercure update published on A, private with a custom id, reaches B's authorised subscriber
     // with that id; the anonymous one gets only the public update after it.

@@ -510,6 +510,7 @@ async fn mercure_subscribers_are_connections_of_the_app() {
     let h = hub(&dir, &[]).await;
     let alice = subscriber(json!({"sub": "alice", "mercure": {"subscribe": ["*"]}}));
     let mut mercure = open(&h.base, &q(&[("topic", "orders")]), Some(&alice)).await;
+    let mut anonymous = open(&h.base, &q(&[("topic", "orders")]), None).await;
     let (mut native, _) =
         Sse::connect(&h.base, &format!("channel=orders&access_token={}", token("bob", json!({})))).await;
 
@@ -520,6 +521,9 @@ async fn mercure_subscribers_are_connections_of_the_app() {
     assert_eq!((event.id.as_str(), event.data.as_str()), (body["id"].as_str().unwrap(), "native"));
     assert_eq!(native.next_message().await.data, "native");
     let id = publish_ok(&h.base, &[("topic", "orders"), ("data", "mercure")]).await;
+    // A native channel is joined only with a token allowing it: an anonymous Mercure subscriber
+    // never reads it, and gets the public Mercure update first.
+    assert_eq!(update(&mut anonymous).await.data, "mercure");
     let event = native.next_message().await;
     assert_eq!((event.id.as_str(), event.data.as_str()), (id.as_str(), "mercure"));
     assert_eq!(update(&mut mercure).await.data, "mercure");

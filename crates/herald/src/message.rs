@@ -187,9 +187,11 @@ impl Message {
         Self { seq, id, time_ms, targets, event, data, durable, mercure: mercure.map(Box::new), frame }
     }
 
-    /// Whether only subscribers allowed to read one of its topics may receive it.
-    pub fn is_private(&self) -> bool {
-        self.mercure.as_ref().is_some_and(|m| m.private)
+    /// Whether a Mercure subscriber needs a subscribe grant for one of its topics to receive
+    /// it: a private update, or any native message (a native channel is joined only with a
+    /// token allowing it, so an anonymous Mercure subscriber must not read it either).
+    pub fn needs_mercure_grant(&self) -> bool {
+        self.mercure.as_ref().is_none_or(|m| m.private)
     }
 
     /// The publisher's own id, when it gave one.

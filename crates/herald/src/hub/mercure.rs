@@ -138,7 +138,7 @@ impl MercureSub {
             return false;
         }
         let t = topics(m);
-        self.selectors.iter().any(|(s, _, _)| s.matches_any(&t)) && (!m.is_private() || self.may_read(&t))
+        self.selectors.iter().any(|(s, _, _)| s.matches_any(&t)) && (!m.needs_mercure_grant() || self.may_read(&t))
     }
 
     pub(crate) fn info(&self) -> MercureInfo {

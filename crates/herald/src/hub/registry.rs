@@ -312,9 +312,10 @@ impl Registry {
     pub(crate) fn deliver(&self, message: &Message) -> (usize, Vec<Arc<Conn>>) {
         let targets = &message.targets;
         let patterns = if targets.channels.is_empty() { Vec::new() } else { self.matched_patterns(&targets.channels) };
-        // A private message's topics, parsed once for every recipient's grants.
+        // The topics of a message that Mercure subscribers need a grant for, parsed once for
+        // every recipient's grants.
         let private: Option<Vec<Topic<'_>>> =
-            message.is_private().then(|| targets.channels.iter().map(|t| Topic::new(t)).collect());
+            message.needs_mercure_grant().then(|| targets.channels.iter().map(|t| Topic::new(t)).collect());
         let private = private.as_deref();
         let mut delivered = 0;
         let mut overflowed = Vec::new();
