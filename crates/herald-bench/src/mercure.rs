@@ -29,7 +29,7 @@ fn encode_query(value: &str) -> String {
 /// [`DISTINCT_PATTERNS`] URL patterns whose group names differ (`:n0` ... `:n999`).
 pub fn subscribe_path(mode: Mode, index: u32) -> String {
     match mode {
-        Mode::Channel if index % 2 == 0 => format!("/.well-known/mercure?topic={}", encode_query(TOPIC)),
+        Mode::Channel if index.is_multiple_of(2) => format!("/.well-known/mercure?topic={}", encode_query(TOPIC)),
         Mode::Channel => {
             let pattern = format!("https://bench.example/:n{}", (index / 2) % DISTINCT_PATTERNS);
             format!("/.well-known/mercure?match_urlpattern={}", encode_query(&pattern))
