@@ -556,4 +556,37 @@ mod tests {
         let swept = store.sweep(now_ms()).await.unwrap();
         assert_eq!(swept.next_expiry_ms, Some(now + 60_000));
     }
+
+    #[tokio::test]
+    async fn a_file_from_before_mercure_opens_and_keeps_its_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            // The schema as the first release wrote it, with one message in history.
+            let old = Connection::open(&path).unwrap();
+            let schema = SCHEMA.to_string();
+            old.execute_batch(&schema).unwrap();
+            old.execute("INSERT INTO app (id, epoch, head, floor) VALUES ('a', 'ep', 1, 0)", []).unwrap();
+            old.execute(
+                "INSERT INTO history (app, seq, time_ms, targets, event, data, durable) \
+                 VALUES ('a', 1, ?1, '{\"channels\":[\"c\"]}', NULL, 'old', 0)",
+                [now_ms()],
+            )
+            .unwrap();
+        }
+        let limits = HistoryLimits { max_len: 10, max_age_ms: 60_000, max_bytes: usize::MAX };
+        let store = SqliteStore::open(&path, StoreSync::Normal, None).unwrap();
+        let opened = store.open_app("a", limits).await.unwrap();
+        assert_eq!(opened.history.len(), 1);
+        assert_eq!((opened.history[0].data.as_str(), opened.history[0].mercure.as_ref()), ("old", None));
+        // New messages keep Mercure's extras next to the old ones.
+        let extras = crate::message::MercureFields { id: Some("urn:x".into()), private: true, retry: None };
+        let to = Targets { channels: vec!["c".into()], ..Targets::default() };
+        let m = Message::with_mercure("ep", 2, now_ms(), to, None, "new".into(), false, Some(extras.clone()));
+        store.append("a", Arc::new(m), None).unwrap().await.unwrap();
+        drop(store);
+        let store = SqliteStore::open(&path, StoreSync::Normal, None).unwrap();
+        let opened = store.open_app("a", limits).await.unwrap();
+        assert_eq!(opened.history[1].mercure.as_ref(), Some(&extras));
+    }
 }
