@@ -86,7 +86,8 @@ impl App {
     pub(crate) fn notify_unread(&self, changes: &[UnreadChange]) {
         for change in changes {
             let frame = unread_frame(change.unread);
-            for conn in self.registry.of_user(&change.user) {
+            // Mercure streams carry Mercure updates only.
+            for conn in self.registry.of_user(&change.user).iter().filter(|c| c.mercure.is_none()) {
                 let _ = conn.outbox.push(None, frame.clone());
             }
         }
