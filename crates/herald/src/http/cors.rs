@@ -28,6 +28,20 @@ pub(crate) fn headers(hub: &Hub, app: Option<&str>, origin: Option<&HeaderValue>
     headers_for(listed, origin)
 }
 
+/// The CORS headers of a `/.well-known/mercure` answer of `app`: its Mercure origins, and the
+/// headers pages may read (the last-event-id ones and the subscriptions API's `Link`).
+pub(crate) fn mercure_headers(hub: &Hub, app: &str, origin: Option<&HeaderValue>) -> HeaderMap {
+    let config = hub.app_config(app).ok();
+    let mut cors = headers_for(config.map(|c| &c.mercure.cors_origins[..]), origin);
+    if cors.contains_key(ACCESS_CONTROL_ALLOW_ORIGIN) {
+        cors.insert(
+            http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("last-event-id, mercure-last-event-id, link"),
+        );
+    }
+    cors
+}
+
 /// The CORS headers of an answer to `origin` when `listed` are the allowed origins.
 fn headers_for(listed: Option<&[String]>, origin: Option<&HeaderValue>) -> HeaderMap {
     let mut headers = HeaderMap::new();
@@ -66,23 +80,12 @@ pub(crate) async fn layer(State(hub): State<Hub>, request: Request, next: Next) 
     let Some(origin) = request.headers().get(ORIGIN).cloned() else { return next.run(request).await };
     let preflight =
         request.method() == Method::OPTIONS && request.headers().contains_key(ACCESS_CONTROL_REQUEST_METHOD);
-    // `/.well-known/mercure` answers the app's Mercure origins, and lets pages read the
-    // last-event-id headers and the subscriptions API's `Link`.
-    let mercure = request.uri().path().starts_with("/.well-known/mercure");
-    let mut cors = match mercure {
-        true => {
-            let app = app_of(&request, preflight);
-            let config = app.and_then(|app| hub.app_config(&app).ok());
-            headers_for(config.map(|c| &c.mercure.cors_origins[..]), Some(&origin))
-        }
-        false => headers(&hub, app_of(&request, preflight).as_deref(), Some(&origin)),
+    // `/.well-known/mercure` answers with the app's Mercure origins.
+    let app = app_of(&request, preflight);
+    let cors = match request.uri().path().starts_with("/.well-known/mercure") {
+        true => mercure_headers(&hub, app.as_deref().unwrap_or("default"), Some(&origin)),
+        false => headers(&hub, app.as_deref(), Some(&origin)),
     };
-    if mercure && cors.contains_key(ACCESS_CONTROL_ALLOW_ORIGIN) {
-        cors.insert(
-            http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("last-event-id, mercure-last-event-id, link"),
-        );
-    }
     if preflight {
         let mut response = StatusCode::NO_CONTENT.into_response();
         if cors.contains_key(ACCESS_CONTROL_ALLOW_ORIGIN) {

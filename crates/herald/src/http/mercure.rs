@@ -14,7 +14,7 @@ use http::{header, HeaderValue, StatusCode};
 use super::extract::{addressed_app, bearer, cookie, no_body, query_pairs, query_value, ConnectionKill};
 use super::problem::Problem;
 use crate::hub::mercure::HUB_PATH;
-use crate::hub::{Hub, MercureError, MercurePublish, MercureSubscribe, SubscriptionsQuery};
+use crate::hub::{Hub, MercureError, MercurePublish, MercureSubscribe, StreamBody, SubscriptionsQuery};
 use crate::mercure::MatchType;
 
 /// Cookies that may carry a Mercure token: the 0.x name, then the newer one.
@@ -53,9 +53,24 @@ fn token(parts: &Parts, pairs: &[(String, String)]) -> (Option<String>, bool) {
 
 /// `GET /.well-known/mercure`: a Mercure event stream.
 pub(crate) async fn subscribe(State(hub): State<Hub>, parts: Parts) -> Result<Response, Problem> {
-    no_body(&parts)?;
-    let pairs = query_pairs(&parts);
+    let kill = parts.extensions.get::<ConnectionKill>().map(|k| k.0.clone());
+    let (_, body, head) = stream(&hub, &parts, kill).await.map_err(|(_, problem)| problem)?;
+    let (head, ()) = head.into_parts();
+    Ok(Response::from_parts(head, Body::new(body)))
+}
+
+/// Opens the Mercure stream `parts` asks for: its app, its body and its response head (without
+/// CORS, which the caller adds). Both stream paths (hyper and the direct one for plain
+/// HTTP/1.1) answer with exactly this. A refusal names the app too, for its CORS headers.
+pub(crate) async fn stream(
+    hub: &Hub,
+    parts: &Parts,
+    kill: Option<tokio_util::sync::CancellationToken>,
+) -> Result<(String, StreamBody, http::Response<()>), (String, Problem)> {
+    let pairs = query_pairs(parts);
     let app = addressed_app(&pairs, Some(&parts.headers)).to_string();
+    let refuse = |problem: Problem| (app.clone(), problem);
+    no_body(parts).map_err(refuse)?;
     let mut selectors = Vec::new();
     for (name, value) in &pairs {
         let kind = match name.as_str() {
@@ -63,9 +78,9 @@ pub(crate) async fn subscribe(State(hub): State<Hub>, parts: Parts) -> Result<Re
             "match" | "match_exact" => (MatchType::Exact, false),
             "match_urlpattern" => (MatchType::UrlPattern, false),
             other if other.len() >= 5 && other[..5].eq_ignore_ascii_case("match") => {
-                return Err(Problem::bad_request(format!(
+                return Err(refuse(Problem::bad_request(format!(
                     "`{other}` is not a matcher type this hub supports: use `match`, `match_exact` or `match_urlpattern`"
-                )));
+                ))));
             }
             _ => continue,
         };
@@ -79,7 +94,7 @@ pub(crate) async fn subscribe(State(hub): State<Hub>, parts: Parts) -> Result<Re
         .or_else(|| query_value(&pairs, "lastEventID"))
         .map(str::to_owned);
     let request = MercureSubscribe {
-        token: token(&parts, &pairs).0,
+        token: token(parts, &pairs).0,
         selectors,
         last_event_id,
         remote_addr: parts
@@ -88,10 +103,9 @@ pub(crate) async fn subscribe(State(hub): State<Hub>, parts: Parts) -> Result<Re
             .map_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0),
         user_agent: parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned),
     };
-    let kill = parts.extensions.get::<ConnectionKill>().map(|k| k.0.clone());
-    let stream = hub.mercure_subscribe(&app, request, kill).await?;
-    let mut response = Response::new(Body::new(stream.body));
-    let headers = response.headers_mut();
+    let stream = hub.mercure_subscribe(&app, request, kill).await.map_err(|e| refuse(e.into()))?;
+    let mut head = http::Response::new(());
+    let headers = head.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
@@ -99,7 +113,7 @@ pub(crate) async fn subscribe(State(hub): State<Hub>, parts: Parts) -> Result<Re
         headers.insert("last-event-id", id.clone());
         headers.insert("mercure-last-event-id", id);
     }
-    Ok(response)
+    Ok((app, stream.body, head))
 }
 
 /// `POST /.well-known/mercure`: publishes a form-encoded update; answers its id.

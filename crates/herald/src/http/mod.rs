@@ -17,6 +17,7 @@ use tower::util::MapRequestLayer;
 
 pub use extract::ConnectionKill;
 pub(crate) use extract::{no_body, subscriber};
+pub(crate) use mercure::stream as mercure_stream;
 pub(crate) use problem::Problem;
 pub use send::Signed;
 pub(crate) use subscriber::stream_head;
