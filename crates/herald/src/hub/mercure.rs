@@ -115,9 +115,9 @@ pub(crate) struct MercureSub {
     pub(crate) subscriber: String,
     /// Every selector, with the payload its token attaches and whether it came as `topic=`.
     selectors: Vec<(Arc<Selector>, Option<Value>, bool)>,
-    /// Keys of the non-exact selectors, indexed by the registry.
+    /// Keys of the non-exact selectors, and the ids the registry indexes them by.
     pub(crate) patterns: Vec<Arc<str>>,
-    pub(crate) pattern_selectors: Vec<Arc<Selector>>,
+    pub(crate) pattern_ids: Vec<u32>,
     /// `None`: an anonymous subscriber, which receives public updates only.
     grants: Option<Grants>,
 }
@@ -261,7 +261,10 @@ impl App {
         let subscriber = format!("urn:uuid:{}", uuid_v4());
         let user = grants.as_ref().and_then(|g| g.subject.clone()).filter(|s| !s.is_empty());
         let expires_at = grants.as_ref().and_then(|g| g.exp);
-        let sub = MercureSub { subscriber, selectors, patterns, pattern_selectors, grants };
+        // Counted in now; released when the connection leaves the registry (or is refused by it).
+        let keyed: Vec<(Arc<str>, Arc<Selector>)> = patterns.iter().cloned().zip(pattern_selectors).collect();
+        let pattern_ids = self.registry.acquire_patterns(&keyed);
+        let sub = MercureSub { subscriber, selectors, patterns, pattern_ids, grants };
         let conn = Arc::new(Conn {
             id,
             node: self.node.clone(),

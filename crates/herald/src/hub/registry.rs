@@ -6,7 +6,7 @@
 //! a tenant or channel visits every shard, each under its own short lock.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -29,18 +29,50 @@ struct Shard {
     sessions: Index,
     tenants: Index,
     channels: Index,
-    /// Mercure subscribers by the key of each of their non-exact selectors (templates, URL
+    /// Mercure subscribers by the id of each of their non-exact selectors (templates, URL
     /// patterns, `*`); exact topics are in `channels`.
-    patterns: Index,
+    patterns: HashMap<u32, Vec<Arc<Conn>>, BuildHasherDefault<IdHasher>>,
+}
+
+/// Hashes the small integer ids of selectors with one multiplication: a publish looks up every
+/// matched selector in every shard, so this lookup is on the delivery path.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// One distinct live selector: how many connections use it, and the id shards index it by.
+struct Live {
+    selector: Arc<Selector>,
+    count: usize,
+    id: u32,
 }
 
 /// The distinct non-exact Mercure selectors of an app, each evaluated once per published topic
 /// however many connections share it, and a bounded cache of which selectors a topic matched.
 #[derive(Default)]
 struct Patterns {
-    live: HashMap<Arc<str>, (Arc<Selector>, usize)>,
-    /// Topic → keys of the selectors it matches; cleared when the selector set changes or it fills.
-    cache: HashMap<Box<str>, Arc<[Arc<str>]>>,
+    /// By selector key.
+    live: HashMap<Arc<str>, Live>,
+    /// Ids given back by selectors no connection uses any more, reused first.
+    free: Vec<u32>,
+    next: u32,
+    /// Topic → ids of the selectors it matches; cleared when the selector set changes or it fills.
+    cache: HashMap<Box<str>, Arc<[u32]>>,
     /// Bumped whenever `live` changes, so a result computed before the change is not cached.
     generation: u64,
 }
@@ -61,8 +93,8 @@ impl Shard {
         for channel in &who.channels {
             self.channels.entry(channel.clone()).or_default().push(conn.clone());
         }
-        for key in conn.mercure.iter().flat_map(|m| m.patterns.iter()) {
-            self.patterns.entry(key.clone()).or_default().push(conn.clone());
+        for &id in conn.mercure.iter().flat_map(|m| m.pattern_ids.iter()) {
+            self.patterns.entry(id).or_default().push(conn.clone());
         }
     }
 
@@ -86,15 +118,20 @@ impl Shard {
         for channel in &who.channels {
             drop_from(&mut self.channels, channel, conn.id);
         }
-        for key in conn.mercure.iter().flat_map(|m| m.patterns.iter()) {
-            drop_from(&mut self.patterns, key, conn.id);
+        for id in conn.mercure.iter().flat_map(|m| m.pattern_ids.iter()) {
+            if let Some(conns) = self.patterns.get_mut(id) {
+                conns.retain(|c| c.id != conn.id);
+                if conns.is_empty() {
+                    self.patterns.remove(id);
+                }
+            }
         }
     }
 
     /// The connections `targets` reaches, each once. Mercure subscribers are reached through
     /// topics only (their channels and `patterns`, the keys of the selectors the message's
     /// topics matched), and a private message only by those whose token may read it.
-    fn matching(&self, targets: &Targets, patterns: &[Arc<str>], private: Option<&[Topic<'_>]>) -> Vec<&Arc<Conn>> {
+    fn matching(&self, targets: &Targets, patterns: &[u32], private: Option<&[Topic<'_>]>) -> Vec<&Arc<Conn>> {
         let native = |c: &&Arc<Conn>| c.mercure.is_none();
         if targets.all {
             return self.conns.values().filter(native).collect();
@@ -121,8 +158,8 @@ impl Shard {
                 lists += 1;
             }
         }
-        for key in patterns {
-            if let Some(conns) = self.patterns.get(key) {
+        for id in patterns {
+            if let Some(conns) = self.patterns.get(id) {
                 found.extend(conns.iter().filter(readable));
                 lists += 1;
             }
@@ -164,7 +201,7 @@ impl Registry {
     /// The keys of the live non-exact selectors that one of `topics` matches: each distinct
     /// selector is evaluated once per topic (and a topic seen recently not at all), so the cost
     /// is bounded by the distinct selectors, not by the connections.
-    fn matched_patterns(&self, topics: &[String]) -> Vec<Arc<str>> {
+    fn matched_patterns(&self, topics: &[String]) -> Vec<u32> {
         let mut keys = Vec::new();
         let mut computed = Vec::new();
         let generation = {
@@ -175,13 +212,13 @@ impl Registry {
             }
             for topic in topics {
                 if let Some(hit) = patterns.cache.get(topic.as_str()) {
-                    keys.extend(hit.iter().cloned());
+                    keys.extend_from_slice(hit);
                     continue;
                 }
                 let parsed = Topic::new(topic);
-                let hit: Arc<[Arc<str>]> =
-                    patterns.live.iter().filter(|(_, (s, _))| s.matches(&parsed)).map(|(k, _)| k.clone()).collect();
-                keys.extend(hit.iter().cloned());
+                let hit: Arc<[u32]> =
+                    patterns.live.values().filter(|l| l.selector.matches(&parsed)).map(|l| l.id).collect();
+                keys.extend_from_slice(&hit);
                 computed.push((topic, hit));
             }
             patterns.generation
@@ -205,27 +242,44 @@ impl Registry {
         keys
     }
 
-    fn add_patterns(&self, conn: &Conn) {
-        let Some(m) = &conn.mercure else { return };
-        if m.patterns.is_empty() {
-            return;
+    /// Counts a connection's non-exact selectors in (before it is inserted) and returns the ids
+    /// shards index them by.
+    pub(crate) fn acquire_patterns(&self, selectors: &[(Arc<str>, Arc<Selector>)]) -> Vec<u32> {
+        if selectors.is_empty() {
+            return Vec::new();
         }
         let mut patterns = self.patterns.write();
         let mut added = false;
-        for (key, selector) in m.patterns.iter().zip(&m.pattern_selectors) {
-            let entry = patterns.live.entry(key.clone()).or_insert_with(|| {
-                added = true;
-                (selector.clone(), 0)
-            });
-            entry.1 += 1;
+        let mut ids = Vec::with_capacity(selectors.len());
+        for (key, selector) in selectors {
+            let id = match patterns.live.get_mut(key) {
+                Some(live) => {
+                    live.count += 1;
+                    live.id
+                }
+                None => {
+                    let id = match patterns.free.pop() {
+                        Some(id) => id,
+                        None => {
+                            patterns.next += 1;
+                            patterns.next
+                        }
+                    };
+                    patterns.live.insert(key.clone(), Live { selector: selector.clone(), count: 1, id });
+                    added = true;
+                    id
+                }
+            };
+            ids.push(id);
         }
         if added {
             patterns.generation += 1;
             patterns.cache.clear();
         }
+        ids
     }
 
-    fn remove_patterns(&self, conn: &Conn) {
+    fn release_patterns(&self, conn: &Conn) {
         let Some(m) = &conn.mercure else { return };
         if m.patterns.is_empty() {
             return;
@@ -233,10 +287,12 @@ impl Registry {
         let mut patterns = self.patterns.write();
         let mut removed = false;
         for key in &m.patterns {
-            if let Some(entry) = patterns.live.get_mut(key) {
-                entry.1 -= 1;
-                if entry.1 == 0 {
+            if let Some(live) = patterns.live.get_mut(key) {
+                live.count -= 1;
+                if live.count == 0 {
+                    let id = live.id;
                     patterns.live.remove(key);
+                    patterns.free.push(id);
                     removed = true;
                 }
             }
@@ -265,6 +321,8 @@ impl Registry {
             let mut counts = self.per_address.lock();
             let count = counts.entry(conn.meta.remote_addr.ip()).or_default();
             if *count >= per_address {
+                drop(counts);
+                self.release_patterns(&conn);
                 return Err(Refused::AddressLimit(per_address));
             }
             *count += 1;
@@ -274,13 +332,12 @@ impl Registry {
             if shard.users.get(user).map_or(0, Vec::len) >= per_user {
                 drop(shard);
                 self.release_address(conn.meta.remote_addr.ip());
+                self.release_patterns(&conn);
                 return Err(Refused::UserLimit(per_user));
             }
         }
         shard.index(&conn);
-        shard.conns.insert(conn.id, conn.clone());
-        drop(shard);
-        self.add_patterns(&conn);
+        shard.conns.insert(conn.id, conn);
         Ok(())
     }
 
@@ -293,7 +350,7 @@ impl Registry {
             removed
         };
         self.release_address(removed.meta.remote_addr.ip());
-        self.remove_patterns(&removed);
+        self.release_patterns(&removed);
         Some(removed)
     }
 
