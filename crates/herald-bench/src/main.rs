@@ -5,6 +5,7 @@ mod clock;
 mod fleet;
 mod http;
 mod jwt;
+mod mercure;
 mod proc;
 mod publisher;
 mod report;

@@ -9,6 +9,8 @@ use clap::{Args, ValueEnum};
 pub enum Kind {
     Herald,
     Nchan,
+    /// Herald's Mercure endpoint (see `mercure`).
+    Mercure,
 }
 
 impl Kind {
@@ -16,6 +18,7 @@ impl Kind {
         match self {
             Kind::Herald => "herald",
             Kind::Nchan => "nchan",
+            Kind::Mercure => "mercure",
         }
     }
 }
@@ -81,6 +84,7 @@ impl Target {
             }
             (Kind::Nchan, Mode::Channel) => format!("/sub/{CHANNEL}"),
             (Kind::Nchan, Mode::User) => format!("/sub/u{index}"),
+            (Kind::Mercure, mode) => crate::mercure::subscribe_path(mode, index),
         }
     }
 
@@ -125,6 +129,7 @@ impl Target {
     /// A keep-alive POST publishing bench message `data` to `to`.
     pub fn publish_request(&self, to: To, data: &str, durable: bool) -> Vec<u8> {
         let (path, auth, body) = match self.target {
+            Kind::Mercure => return crate::mercure::publish_request(self, to, data),
             Kind::Herald => {
                 let auth = format!("Authorization: Bearer {}\r\n", self.api_key);
                 ("/api/publish".to_string(), auth, Self::herald_publish(to, data, durable).to_string())

@@ -63,6 +63,14 @@ const ENV: &[(&str, &str, Kind)] = &[
     ("DEFAULT_TTL_SECS", "app.limits.default_ttl_secs", Kind::Number),
     ("MAX_TTL_SECS", "app.limits.max_ttl_secs", Kind::Number),
     ("MAX_SEND_BYTES", "app.limits.max_send_bytes", Kind::Number),
+    ("MERCURE_PUBLISHER_JWT_KEY", "app.mercure.publisher_jwt_key", Kind::Text),
+    ("MERCURE_PUBLISHER_JWT_ALG", "app.mercure.publisher_jwt_alg", Kind::Text),
+    ("MERCURE_SUBSCRIBER_JWT_KEY", "app.mercure.subscriber_jwt_key", Kind::Text),
+    ("MERCURE_SUBSCRIBER_JWT_ALG", "app.mercure.subscriber_jwt_alg", Kind::Text),
+    ("MERCURE_ANONYMOUS", "app.mercure.anonymous", Kind::Flag),
+    ("MERCURE_SUBSCRIPTIONS", "app.mercure.subscriptions", Kind::Flag),
+    ("MERCURE_CORS_ORIGINS", "app.mercure.cors_origins", Kind::List),
+    ("MERCURE_PUBLISH_ORIGINS", "app.mercure.publish_origins", Kind::List),
 ];
 
 /// The names of every environment variable Herald reads, for `--help`.

@@ -151,6 +151,8 @@ pub struct AppConfig {
     pub durable_all: bool,
     /// Bounds that protect the hub from hostile or broken clients.
     pub limits: Limits,
+    /// The Mercure protocol at `/.well-known/mercure`; on when `publisher_jwt_key` is set.
+    pub mercure: MercureConfig,
 }
 
 impl Default for AppConfig {
@@ -172,7 +174,61 @@ impl Default for AppConfig {
             upstream_secret: None,
             durable_all: false,
             limits: Limits::default(),
+            mercure: MercureConfig::default(),
         }
+    }
+}
+
+/// The Mercure hub of one app (`[app.mercure]`); the names mirror the reference hub's
+/// `MERCURE_*` settings. Setting `publisher_jwt_key` turns it on.
+#[derive(Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MercureConfig {
+    /// HMAC secret, or PEM public key (text or path), verifying publisher tokens.
+    pub publisher_jwt_key: Option<String>,
+    /// Algorithm of publisher tokens: `HS256` (default), `RS256` or `ES256`.
+    pub publisher_jwt_alg: Option<String>,
+    /// Key verifying subscriber tokens; the publisher key when unset.
+    pub subscriber_jwt_key: Option<String>,
+    /// Algorithm of subscriber tokens: `HS256` (default), `RS256` or `ES256`.
+    pub subscriber_jwt_alg: Option<String>,
+    /// Whether subscribers without a token may subscribe (to public updates only).
+    pub anonymous: bool,
+    /// Whether the subscriptions API and subscription events are on.
+    pub subscriptions: bool,
+    /// Origins allowed to subscribe from a browser (`*` any, without credentials).
+    pub cors_origins: Vec<String>,
+    /// Origins allowed to publish from a browser with a cookie; empty allows none.
+    pub publish_origins: Vec<String>,
+    /// Required `aud` of Mercure tokens; any audience (or none) is accepted when unset.
+    pub jwt_audience: Option<String>,
+    /// Required `iss` of Mercure tokens; any issuer (or none) is accepted when unset.
+    pub jwt_issuer: Option<String>,
+}
+
+impl MercureConfig {
+    /// Whether this app speaks Mercure.
+    pub fn enabled(&self) -> bool {
+        self.publisher_jwt_key.is_some()
+    }
+}
+
+/// Keys are masked: configuration may be printed.
+impl std::fmt::Debug for MercureConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mask = |k: &Option<String>| k.as_ref().map(|_| "***");
+        f.debug_struct("MercureConfig")
+            .field("publisher_jwt_key", &mask(&self.publisher_jwt_key))
+            .field("publisher_jwt_alg", &self.publisher_jwt_alg)
+            .field("subscriber_jwt_key", &mask(&self.subscriber_jwt_key))
+            .field("subscriber_jwt_alg", &self.subscriber_jwt_alg)
+            .field("anonymous", &self.anonymous)
+            .field("subscriptions", &self.subscriptions)
+            .field("cors_origins", &self.cors_origins)
+            .field("publish_origins", &self.publish_origins)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .finish()
     }
 }
 

@@ -56,6 +56,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod hub;
 pub mod id;
+pub mod mercure;
 pub mod message;
 pub mod metrics;
 mod outbound;

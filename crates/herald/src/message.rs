@@ -73,6 +73,25 @@ pub struct Publish {
     pub durable: bool,
     /// Lifetime of a durable message in seconds; the app's default when `None`.
     pub ttl: Option<u64>,
+    /// What a Mercure publish adds (a custom id, `private`, `retry`); `None` for native ones.
+    pub mercure: Option<MercureFields>,
+}
+
+/// The fields a Mercure update carries beyond a native message. Its topics are the message's
+/// `channels`. Stored and sent between nodes with the message, so that history and resume
+/// keep them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MercureFields {
+    /// The publisher's own id: the SSE `id` every subscriber sees, and a resume position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Only subscribers whose Mercure token may read one of the topics receive it (native
+    /// subscribers joined its channel with a token that allowed it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub private: bool,
+    /// The SSE `retry` sent with it, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<u64>,
 }
 
 /// The answer to a publish.
@@ -124,6 +143,8 @@ pub struct Message {
     pub data: String,
     /// Stored per user until acknowledged.
     pub durable: bool,
+    /// Mercure's extras, when it was published as a Mercure update.
+    pub mercure: Option<Box<MercureFields>>,
     /// The encoded SSE frame, shared by every recipient.
     pub frame: Bytes,
     /// When this node built it: the start of `herald_publish_to_write_seconds`.
@@ -141,9 +162,54 @@ impl Message {
         data: String,
         durable: bool,
     ) -> Self {
-        let id = crate::id::format(epoch, seq, durable);
-        let frame = crate::sse::event(Some(&id), event.as_deref(), &data);
-        Self { seq, id, time_ms, targets, event, data, durable, frame, created: std::time::Instant::now() }
+        Self::with_mercure(epoch, seq, time_ms, targets, event, data, durable, None)
+    }
+
+    /// Builds a message that may carry Mercure's extras: a custom id replaces the generated
+    /// one on the wire, and `retry` goes in the same frame.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_mercure(
+        epoch: &str,
+        seq: u64,
+        time_ms: u64,
+        targets: Targets,
+        event: Option<String>,
+        data: String,
+        durable: bool,
+        mercure: Option<MercureFields>,
+    ) -> Self {
+        let id = match mercure.as_ref().and_then(|m| m.id.clone()) {
+            Some(custom) => custom,
+            None => crate::id::format(epoch, seq, durable),
+        };
+        let mut frame = crate::sse::event(Some(&id), event.as_deref(), &data);
+        if let Some(retry) = mercure.as_ref().and_then(|m| m.retry) {
+            frame = [format!("retry: {retry}\n").as_bytes(), &frame[..]].concat().into();
+        }
+        Self {
+            seq,
+            id,
+            time_ms,
+            targets,
+            event,
+            data,
+            durable,
+            mercure: mercure.map(Box::new),
+            frame,
+            created: std::time::Instant::now(),
+        }
+    }
+
+    /// Whether a Mercure subscriber needs a subscribe grant for one of its topics to receive
+    /// it: a private update, or any native message (a native channel is joined only with a
+    /// token allowing it, so an anonymous Mercure subscriber must not read it either).
+    pub fn needs_mercure_grant(&self) -> bool {
+        self.mercure.as_ref().is_none_or(|m| m.private)
+    }
+
+    /// The publisher's own id, when it gave one.
+    pub fn custom_id(&self) -> Option<&str> {
+        self.mercure.as_ref().and_then(|m| m.id.as_deref())
     }
 }
 

@@ -26,6 +26,31 @@ pub struct ConnectionInfo {
     pub user_agent: Option<String>,
     /// When it connected, RFC 3339 in UTC.
     pub connected_at: String,
+    /// A Mercure subscriber's subscriptions; absent for native streams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mercure: Option<MercureInfo>,
+}
+
+/// A Mercure subscriber as the subscriptions API describes it, on whichever node it is.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct MercureInfo {
+    /// Its subscriber id (`urn:uuid:...`).
+    pub subscriber: String,
+    /// Its subscriptions: match type, selector and the payload its token attaches.
+    pub subscriptions: Vec<MercureSubscription>,
+}
+
+/// One subscription of a Mercure subscriber.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct MercureSubscription {
+    /// `exact`, `urlpattern` or `template` (0.x `topic=`).
+    pub match_type: String,
+    /// The selector.
+    #[serde(rename = "match")]
+    pub selector: String,
+    /// The `payload` its token gives this subscription.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<serde_json::Value>,
 }
 
 impl ConnectionInfo {

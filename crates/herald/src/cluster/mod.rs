@@ -53,6 +53,7 @@ pub(crate) use inbox::{Record, RedisInbox};
 use topology::Conn;
 pub(crate) use topology::Topology;
 
+use crate::message::MercureFields;
 use crate::message::Targets;
 use crate::presence::{ConnectionInfo, Kick, PresenceEvent, PresenceKind};
 use crate::store::{DurableFor, HistoryLimits, Opened, StoreError, StoredMessage};
@@ -82,11 +83,22 @@ pub(crate) struct WireMessage {
     pub(crate) event: Option<String>,
     pub(crate) data: String,
     pub(crate) durable: bool,
+    /// Mercure's extras; absent from native messages and from those of older nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) mercure: Option<MercureFields>,
 }
 
 impl From<StoredMessage> for WireMessage {
     fn from(m: StoredMessage) -> Self {
-        Self { origin: None, time_ms: m.time_ms, targets: m.targets, event: m.event, data: m.data, durable: m.durable }
+        Self {
+            origin: None,
+            time_ms: m.time_ms,
+            targets: m.targets,
+            event: m.event,
+            data: m.data,
+            durable: m.durable,
+            mercure: m.mercure,
+        }
     }
 }
 
@@ -267,6 +279,7 @@ impl Cluster {
                         event: m.event,
                         data: m.data,
                         durable: m.durable,
+                        mercure: m.mercure,
                     });
                 }
                 start = format!("({}", entry.id);

@@ -87,7 +87,7 @@ impl From<PublishBody> for Publish {
             true => serde_json::from_str(raw).expect("a JSON string parses as one"),
             false => compact(raw),
         };
-        Publish { to: b.to, event: b.event, data, durable: b.durable, ttl: b.ttl }
+        Publish { to: b.to, event: b.event, data, durable: b.durable, ttl: b.ttl, mercure: None }
     }
 }
 

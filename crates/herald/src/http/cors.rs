@@ -24,8 +24,28 @@ const ALLOWED_HEADERS: &str =
 /// The CORS headers of an answer to `origin` from `app` (`None`: an answer that allows no
 /// browser, such as `/api/*`).
 pub(crate) fn headers(hub: &Hub, app: Option<&str>, origin: Option<&HeaderValue>) -> HeaderMap {
+    let listed = app.and_then(|app| hub.app_config(app).ok()).map(|config| &config.cors_origins[..]);
+    headers_for(listed, origin)
+}
+
+/// The CORS headers of a `/.well-known/mercure` answer of `app`: its Mercure origins, and the
+/// headers pages may read (the last-event-id ones and the subscriptions API's `Link`).
+pub(crate) fn mercure_headers(hub: &Hub, app: &str, origin: Option<&HeaderValue>) -> HeaderMap {
+    let config = hub.app_config(app).ok();
+    let mut cors = headers_for(config.map(|c| &c.mercure.cors_origins[..]), origin);
+    if cors.contains_key(ACCESS_CONTROL_ALLOW_ORIGIN) {
+        cors.insert(
+            http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("last-event-id, mercure-last-event-id, link"),
+        );
+    }
+    cors
+}
+
+/// The CORS headers of an answer to `origin` when `listed` are the allowed origins.
+fn headers_for(listed: Option<&[String]>, origin: Option<&HeaderValue>) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    let Some(listed) = app.and_then(|app| hub.app_config(app).ok()).map(|config| &config.cors_origins) else {
+    let Some(listed) = listed else {
         return headers;
     };
     // The answer depends on the origin whenever the app names origins, allowed or not, so a
@@ -61,7 +81,12 @@ pub(crate) async fn layer(State(hub): State<Hub>, request: Request, next: Next) 
     let Some(origin) = request.headers().get(ORIGIN).cloned() else { return next.run(request).await };
     let preflight =
         request.method() == Method::OPTIONS && request.headers().contains_key(ACCESS_CONTROL_REQUEST_METHOD);
-    let cors = headers(&hub, app_of(&request, preflight).as_deref(), Some(&origin));
+    // `/.well-known/mercure` answers with the app's Mercure origins.
+    let app = app_of(&request, preflight);
+    let cors = match request.uri().path().starts_with("/.well-known/mercure") {
+        true => mercure_headers(&hub, app.as_deref().unwrap_or("default"), Some(&origin)),
+        false => headers(&hub, app.as_deref(), Some(&origin)),
+    };
     if preflight {
         let mut response = StatusCode::NO_CONTENT.into_response();
         if cors.contains_key(ACCESS_CONTROL_ALLOW_ORIGIN) {

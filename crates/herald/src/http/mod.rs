@@ -7,6 +7,7 @@ mod bodies;
 pub(crate) mod cors;
 mod deadline;
 mod extract;
+mod mercure;
 pub mod openapi;
 mod problem;
 pub(crate) mod send;
@@ -19,6 +20,7 @@ use tower::util::MapRequestLayer;
 
 pub use extract::ConnectionKill;
 pub(crate) use extract::{no_body, subscriber};
+pub(crate) use mercure::stream as mercure_stream;
 pub(crate) use problem::Problem;
 pub use send::Signed;
 pub(crate) use subscriber::stream_head;
@@ -56,6 +58,10 @@ pub fn router(hub: Hub) -> Router {
         .route("/herald.js", get(assets::script))
         .route("/herald.d.ts", get(assets::types))
         .route("/demo", get(assets::demo))
+        .route("/", get(mercure::home))
+        .route("/.well-known/mercure", get(mercure::subscribe).post(mercure::publish))
+        .route("/.well-known/mercure/subscriptions", get(mercure::subscriptions))
+        .route("/.well-known/mercure/subscriptions/{*rest}", get(mercure::subscriptions))
         .nest("/api", api)
         .merge(admin::router(&hub).unwrap_or_default())
         .fallback(api::not_found)

@@ -12,11 +12,19 @@ pub(crate) struct Problem {
     status: StatusCode,
     kind: &'static str,
     detail: String,
+    /// `WWW-Authenticate` of a 401 or 403; plain `Bearer` on a 401 when unset.
+    challenge: Option<&'static str>,
 }
 
 impl Problem {
     pub(crate) fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, kind, detail: detail.into() }
+        Self { status, kind, detail: detail.into(), challenge: None }
+    }
+
+    /// Sets the `WWW-Authenticate` challenge (Mercure's OAuth error codes).
+    pub(crate) fn with_challenge(mut self, challenge: &'static str) -> Self {
+        self.challenge = Some(challenge);
+        self
     }
 
     pub(crate) fn bad_request(detail: impl Into<String>) -> Self {
@@ -68,7 +76,9 @@ impl IntoResponse for Problem {
         let body = ProblemDocument::new(self.status, self.kind, self.detail);
         let body = serde_json::to_string(&body).expect("a problem document serializes");
         let mut response = (self.status, [(header::CONTENT_TYPE, "application/problem+json")], body).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
+        if let Some(challenge) = self.challenge {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static(challenge));
+        } else if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
         }
         response

@@ -56,6 +56,8 @@ pub(crate) struct App {
     pub(crate) node: Arc<str>,
     pub(crate) retry_ms: u64,
     pub(crate) heartbeat_ms: u64,
+    /// The Mercure side, when the app turns it on.
+    pub(crate) mercure: Option<super::mercure::MercureApp>,
 }
 
 impl App {
@@ -84,7 +86,8 @@ impl App {
     pub(crate) fn notify_unread(&self, changes: &[UnreadChange]) {
         for change in changes {
             let frame = unread_frame(change.unread);
-            for conn in self.registry.of_user(&change.user) {
+            // Mercure streams carry Mercure updates only.
+            for conn in self.registry.of_user(&change.user).iter().filter(|c| c.mercure.is_none()) {
                 let _ = conn.outbox.push(None, frame.clone());
             }
         }
@@ -95,6 +98,7 @@ impl App {
         if let Some(conn) = self.registry.remove(conn) {
             self.metrics.disconnects.inc();
             self.announce(PresenceKind::Disconnect, &conn);
+            self.subscription_events(&conn, false);
         }
     }
 

@@ -30,6 +30,8 @@ pub(crate) struct Conn {
     /// Whether heartbeats are `herald.ping` events (visible to EventSource) rather than comments.
     pub(crate) ping_events: bool,
     pub(crate) outbox: Outbox,
+    /// A Mercure subscriber's selectors and grants; `None` for a native stream.
+    pub(crate) mercure: Option<Box<super::mercure::MercureSub>>,
 }
 
 impl Conn {
@@ -51,6 +53,7 @@ impl Conn {
             remote_addr: self.meta.remote_addr.to_string(),
             user_agent: self.meta.user_agent.clone(),
             connected_at: rfc3339(self.meta.connected_at),
+            mercure: self.mercure.as_ref().map(|m| m.info()),
         }
     }
 }

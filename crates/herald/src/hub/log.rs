@@ -4,7 +4,7 @@
 //! always in sequence order: a connection that reads it up to the head and then takes live
 //! messages above the head can neither miss nor double a message at the seam.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::id::EventId;
@@ -33,6 +33,9 @@ pub(crate) struct Log {
     /// What `entries` weigh, against `limits.max_bytes`.
     bytes: usize,
     limits: HistoryLimits,
+    /// Publishers' own ids (Mercure) in `entries`, each to the earliest message bearing it, so
+    /// that a client resumes from a custom id as from a generated one.
+    custom: HashMap<String, u64>,
 }
 
 /// What a message in history costs: its payload and its encoded frame.
@@ -43,7 +46,13 @@ fn weight(m: &Message) -> usize {
 impl Log {
     pub(crate) fn new(epoch: String, head: u64, floor: u64, entries: Vec<Arc<Message>>, limits: HistoryLimits) -> Self {
         let bytes = entries.iter().map(|m| weight(m)).sum();
-        let mut log = Self { epoch, head, assigned: head, floor, entries: entries.into(), bytes, limits };
+        let mut custom = HashMap::new();
+        for m in &entries {
+            if let Some(id) = m.custom_id() {
+                custom.entry(id.to_owned()).or_insert(m.seq);
+            }
+        }
+        let mut log = Self { epoch, head, assigned: head, floor, entries: entries.into(), bytes, limits, custom };
         log.bound();
         log
     }
@@ -62,6 +71,9 @@ impl Log {
         self.head = message.seq;
         self.assigned = self.assigned.max(message.seq);
         self.bytes += weight(&message);
+        if let Some(id) = message.custom_id() {
+            self.custom.entry(id.to_owned()).or_insert(message.seq);
+        }
         self.entries.push_back(message);
         self.bound();
     }
@@ -74,6 +86,7 @@ impl Log {
         self.assigned = head;
         self.floor = head;
         self.entries.clear();
+        self.custom.clear();
         self.bytes = 0;
     }
 
@@ -89,6 +102,15 @@ impl Log {
         if let Some(m) = self.entries.pop_front() {
             self.bytes -= weight(&m);
             self.floor = m.seq;
+            if let Some(id) = m.custom_id() {
+                if self.custom.get(id) == Some(&m.seq) {
+                    // A later message may reuse the id: it becomes the earliest.
+                    match self.entries.iter().find(|e| e.custom_id() == Some(id)) {
+                        Some(next) => self.custom.insert(id.to_owned(), next.seq),
+                        None => self.custom.remove(id),
+                    };
+                }
+            }
         }
     }
 
@@ -96,6 +118,9 @@ impl Log {
     pub(crate) fn resume(&self, last_event_id: Option<&str>) -> Resume {
         let Some(raw) = last_event_id.filter(|s| !s.is_empty()) else { return Resume::From(self.head) };
         let reset = |reason| Resume::Reset { head: self.head, reason };
+        if let Some(&seq) = self.custom.get(raw) {
+            return Resume::From(seq);
+        }
         match EventId::parse(raw) {
             None => reset("the last event id is malformed"),
             Some(id) if id.epoch != self.epoch => {
@@ -119,6 +144,27 @@ impl Log {
             self.entries.iter().rev().filter(|m| m.targets.matches(who)).take(n).cloned().collect();
         latest.reverse();
         latest
+    }
+
+    /// Every message in history matching `keep`, in order, after `position`.
+    pub(crate) fn after_where(&self, position: u64, keep: impl Fn(&Message) -> bool) -> Vec<Arc<Message>> {
+        let start = self.entries.partition_point(|m| m.seq <= position);
+        self.entries.range(start..).filter(|m| keep(m)).cloned().collect()
+    }
+
+    /// The oldest position a client can resume from.
+    pub(crate) fn floor(&self) -> u64 {
+        self.floor
+    }
+
+    /// The id clients saw for position `seq`: its message's own (a custom one included) while
+    /// it is in history.
+    pub(crate) fn wire_id_of(&self, seq: u64) -> String {
+        let at = self.entries.partition_point(|m| m.seq < seq);
+        match self.entries.get(at).filter(|m| m.seq == seq) {
+            Some(m) => m.id.clone(),
+            None => self.id_of(seq),
+        }
     }
 
     /// The id of a position, for `id:` lines that are not a message's own.

@@ -26,6 +26,7 @@ mod held;
 mod inspect;
 pub(crate) mod log;
 mod maintenance;
+pub mod mercure;
 mod observe;
 mod outbox;
 mod poll;
@@ -46,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 pub use crate::presence::{ConnectionInfo, PresenceEvent, PresenceKind};
 pub use directory::{ConnectionFilter, OnlineUser};
 pub(crate) use inspect::AppGauges;
+pub use mercure::{MercureError, MercurePublish, MercureStream, MercureSubscribe, SubscriptionsQuery};
 pub use observe::NotReady;
 pub use poll::{PollAnswer, PolledEvent};
 pub use subscribe::SubscribeRequest;
@@ -149,7 +151,18 @@ impl Hub {
             let history = opened
                 .history
                 .into_iter()
-                .map(|m| Arc::new(Message::new(&opened.epoch, m.seq, m.time_ms, m.targets, m.event, m.data, m.durable)))
+                .map(|m| {
+                    Arc::new(Message::with_mercure(
+                        &opened.epoch,
+                        m.seq,
+                        m.time_ms,
+                        m.targets,
+                        m.event,
+                        m.data,
+                        m.durable,
+                        m.mercure,
+                    ))
+                })
                 .collect();
             let log = Log::new(opened.epoch, opened.head, opened.floor, history, limits);
             let webhooks = match (&app_config.webhook_url, &app_config.webhook_secret) {
@@ -158,9 +171,15 @@ impl Hub {
                 }
                 _ => None,
             };
-            let app = Arc::new(App {
+            let mut mercure = mercure::MercureApp::new(&path, app_config)?;
+            let verifier = Verifier::new(&path, app_config)?;
+            let app = Arc::new_cyclic(|weak| App {
+                mercure: mercure.take().map(|mut m| {
+                    m.start_events(weak.clone(), app_config.mercure.subscriptions);
+                    m
+                }),
                 id: app_config.id.clone(),
-                verifier: Verifier::new(&path, app_config)?,
+                verifier,
                 config: app_config.clone(),
                 registry: Registry::new(),
                 head: watch::Sender::new(log.head),

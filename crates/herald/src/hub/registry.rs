@@ -6,13 +6,14 @@
 //! a tenant or channel visits every shard, each under its own short lock.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use super::conn::Conn;
+use crate::mercure::{Selector, Topic};
 use crate::message::{Message, Targets};
 
 const SHARDS: usize = 32;
@@ -28,7 +29,56 @@ struct Shard {
     sessions: Index,
     tenants: Index,
     channels: Index,
+    /// Mercure subscribers by the id of each of their non-exact selectors (templates, URL
+    /// patterns, `*`); exact topics are in `channels`.
+    patterns: HashMap<u32, Vec<Arc<Conn>>, BuildHasherDefault<IdHasher>>,
 }
+
+/// Hashes the small integer ids of selectors with one multiplication: a publish looks up every
+/// matched selector in every shard, so this lookup is on the delivery path.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// One distinct live selector: how many connections use it, and the id shards index it by.
+struct Live {
+    selector: Arc<Selector>,
+    count: usize,
+    id: u32,
+}
+
+/// The distinct non-exact Mercure selectors of an app, each evaluated once per published topic
+/// however many connections share it, and a bounded cache of which selectors a topic matched.
+#[derive(Default)]
+struct Patterns {
+    /// By selector key.
+    live: HashMap<Arc<str>, Live>,
+    /// Ids given back by selectors no connection uses any more, reused first.
+    free: Vec<u32>,
+    next: u32,
+    /// Topic → ids of the selectors it matches; cleared when the selector set changes or it fills.
+    cache: HashMap<Box<str>, Arc<[u32]>>,
+    /// Bumped whenever `live` changes, so a result computed before the change is not cached.
+    generation: u64,
+}
+
+/// Topics whose matched selectors are remembered; past this the cache starts over.
+const PATTERN_CACHE: usize = 4096;
 
 impl Shard {
     fn index(&mut self, conn: &Arc<Conn>) {
@@ -42,6 +92,9 @@ impl Shard {
         }
         for channel in &who.channels {
             self.channels.entry(channel.clone()).or_default().push(conn.clone());
+        }
+        for &id in conn.mercure.iter().flat_map(|m| m.pattern_ids.iter()) {
+            self.patterns.entry(id).or_default().push(conn.clone());
         }
     }
 
@@ -65,26 +118,50 @@ impl Shard {
         for channel in &who.channels {
             drop_from(&mut self.channels, channel, conn.id);
         }
+        for id in conn.mercure.iter().flat_map(|m| m.pattern_ids.iter()) {
+            if let Some(conns) = self.patterns.get_mut(id) {
+                conns.retain(|c| c.id != conn.id);
+                if conns.is_empty() {
+                    self.patterns.remove(id);
+                }
+            }
+        }
     }
 
-    /// The connections `targets` reaches, each once.
-    fn matching(&self, targets: &Targets) -> Vec<&Arc<Conn>> {
+    /// The connections `targets` reaches, each once. Mercure subscribers are reached through
+    /// topics only (their channels and `patterns`, the keys of the selectors the message's
+    /// topics matched), and a private message only by those whose token may read it.
+    fn matching(&self, targets: &Targets, patterns: &[u32], private: Option<&[Topic<'_>]>) -> Vec<&Arc<Conn>> {
+        let native = |c: &&Arc<Conn>| c.mercure.is_none();
         if targets.all {
-            return self.conns.values().collect();
+            return self.conns.values().filter(native).collect();
         }
         let mut found = Vec::new();
         let mut lists = 0;
-        for (index, keys) in [
-            (&self.users, &targets.users),
-            (&self.sessions, &targets.sessions),
-            (&self.tenants, &targets.tenants),
-            (&self.channels, &targets.channels),
-        ] {
+        for (index, keys) in
+            [(&self.users, &targets.users), (&self.sessions, &targets.sessions), (&self.tenants, &targets.tenants)]
+        {
             for key in keys {
                 if let Some(conns) = index.get(key.as_str()) {
-                    found.extend(conns);
+                    found.extend(conns.iter().filter(native));
                     lists += 1;
                 }
+            }
+        }
+        let readable = |c: &&Arc<Conn>| match (&c.mercure, private) {
+            (Some(m), Some(topics)) => m.may_read(topics),
+            _ => true,
+        };
+        for key in &targets.channels {
+            if let Some(conns) = self.channels.get(key.as_str()) {
+                found.extend(conns.iter().filter(readable));
+                lists += 1;
+            }
+        }
+        for id in patterns {
+            if let Some(conns) = self.patterns.get(id) {
+                found.extend(conns.iter().filter(readable));
+                lists += 1;
             }
         }
         // A connection can be in two lists (its user and its channel, say): it gets one copy.
@@ -108,11 +185,122 @@ pub(crate) struct Registry {
     shards: Box<[Mutex<Shard>]>,
     /// Open connections per remote address; touched on connect and disconnect only.
     per_address: Mutex<HashMap<IpAddr, usize>>,
+    /// Mercure selectors in play; read on each publish to topics, written on (dis)connects.
+    patterns: RwLock<Patterns>,
 }
 
 impl Registry {
     pub(crate) fn new() -> Self {
-        Self { shards: (0..SHARDS).map(|_| Mutex::default()).collect(), per_address: Mutex::default() }
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            per_address: Mutex::default(),
+            patterns: RwLock::default(),
+        }
+    }
+
+    /// The keys of the live non-exact selectors that one of `topics` matches: each distinct
+    /// selector is evaluated once per topic (and a topic seen recently not at all), so the cost
+    /// is bounded by the distinct selectors, not by the connections.
+    fn matched_patterns(&self, topics: &[String]) -> Vec<u32> {
+        let mut keys = Vec::new();
+        let mut computed = Vec::new();
+        let generation = {
+            // Evaluated under the read lock, so publishers never wait on each other here.
+            let patterns = self.patterns.read();
+            if patterns.live.is_empty() {
+                return keys;
+            }
+            for topic in topics {
+                if let Some(hit) = patterns.cache.get(topic.as_str()) {
+                    keys.extend_from_slice(hit);
+                    continue;
+                }
+                let parsed = Topic::new(topic);
+                let hit: Arc<[u32]> =
+                    patterns.live.values().filter(|l| l.selector.matches(&parsed)).map(|l| l.id).collect();
+                keys.extend_from_slice(&hit);
+                computed.push((topic, hit));
+            }
+            patterns.generation
+        };
+        if !computed.is_empty() {
+            let mut patterns = self.patterns.write();
+            // Only if no selector came or went meanwhile: the result would be stale.
+            if patterns.generation == generation {
+                if patterns.cache.len() + computed.len() > PATTERN_CACHE {
+                    patterns.cache.clear();
+                }
+                for (topic, hit) in computed {
+                    patterns.cache.insert(topic.as_str().into(), hit);
+                }
+            }
+        }
+        if topics.len() > 1 {
+            keys.sort_unstable();
+            keys.dedup();
+        }
+        keys
+    }
+
+    /// Counts a connection's non-exact selectors in (before it is inserted) and returns the ids
+    /// shards index them by.
+    pub(crate) fn acquire_patterns(&self, selectors: &[(Arc<str>, Arc<Selector>)]) -> Vec<u32> {
+        if selectors.is_empty() {
+            return Vec::new();
+        }
+        let mut patterns = self.patterns.write();
+        let mut added = false;
+        let mut ids = Vec::with_capacity(selectors.len());
+        for (key, selector) in selectors {
+            let id = match patterns.live.get_mut(key) {
+                Some(live) => {
+                    live.count += 1;
+                    live.id
+                }
+                None => {
+                    let id = match patterns.free.pop() {
+                        Some(id) => id,
+                        None => {
+                            patterns.next += 1;
+                            patterns.next
+                        }
+                    };
+                    patterns.live.insert(key.clone(), Live { selector: selector.clone(), count: 1, id });
+                    added = true;
+                    id
+                }
+            };
+            ids.push(id);
+        }
+        if added {
+            patterns.generation += 1;
+            patterns.cache.clear();
+        }
+        ids
+    }
+
+    fn release_patterns(&self, conn: &Conn) {
+        let Some(m) = &conn.mercure else { return };
+        if m.patterns.is_empty() {
+            return;
+        }
+        let mut patterns = self.patterns.write();
+        let mut removed = false;
+        for key in &m.patterns {
+            if let Some(live) = patterns.live.get_mut(key) {
+                live.count -= 1;
+                if live.count == 0 {
+                    let id = live.id;
+                    patterns.live.remove(key);
+                    patterns.free.push(id);
+                    removed = true;
+                }
+            }
+        }
+        if removed {
+            patterns.generation += 1;
+            patterns.cache.clear();
+        }
     }
 
     fn shard_of(&self, user: Option<&str>, id: u64) -> &Mutex<Shard> {
@@ -133,6 +321,8 @@ impl Registry {
             let mut counts = self.per_address.lock();
             let count = counts.entry(conn.meta.remote_addr.ip()).or_default();
             if *count >= per_address {
+                drop(counts);
+                self.release_patterns(&conn);
                 return Err(Refused::AddressLimit(per_address));
             }
             *count += 1;
@@ -142,6 +332,7 @@ impl Registry {
             if shard.users.get(user).map_or(0, Vec::len) >= per_user {
                 drop(shard);
                 self.release_address(conn.meta.remote_addr.ip());
+                self.release_patterns(&conn);
                 return Err(Refused::UserLimit(per_user));
             }
         }
@@ -159,6 +350,7 @@ impl Registry {
             removed
         };
         self.release_address(removed.meta.remote_addr.ip());
+        self.release_patterns(&removed);
         Some(removed)
     }
 
@@ -176,11 +368,17 @@ impl Registry {
     /// connections whose queue overflowed (already closed; the caller unregisters them).
     pub(crate) fn deliver(&self, message: &Message) -> (usize, Vec<Arc<Conn>>) {
         let targets = &message.targets;
+        let patterns = if targets.channels.is_empty() { Vec::new() } else { self.matched_patterns(&targets.channels) };
+        // The topics of a message that Mercure subscribers need a grant for, parsed once for
+        // every recipient's grants.
+        let private: Option<Vec<Topic<'_>>> =
+            message.needs_mercure_grant().then(|| targets.channels.iter().map(|t| Topic::new(t)).collect());
+        let private = private.as_deref();
         let mut delivered = 0;
         let mut overflowed = Vec::new();
         let mut visit = |shard: &Mutex<Shard>| {
             let shard = shard.lock();
-            for conn in shard.matching(targets) {
+            for conn in shard.matching(targets, &patterns, private) {
                 // The first connection to take the message times its first write.
                 let since = (delivered == 0).then_some(message.created);
                 match conn.outbox.push_timed(Some(message.seq), message.frame.clone(), since) {
@@ -217,7 +415,7 @@ impl Registry {
     pub(crate) fn matching(&self, targets: &Targets) -> Vec<Arc<Conn>> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
-            out.extend(shard.lock().matching(targets).into_iter().cloned());
+            out.extend(shard.lock().matching(targets, &[], None).into_iter().cloned());
         }
         out
     }

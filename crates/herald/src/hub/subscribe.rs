@@ -104,6 +104,7 @@ impl App {
             expires_at: claims.exp,
             ping_events: req.ping_events,
             outbox: Outbox::new(self.config.limits.queue_bytes, kill),
+            mercure: None,
         });
         let limits = &self.config.limits;
         self.registry.insert(conn.clone(), limits.max_connections_per_user, limits.max_connections_per_ip).map_err(

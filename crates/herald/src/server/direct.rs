@@ -1,4 +1,4 @@
-//! The lean path for `GET /events` over plain HTTP/1.1.
+//! The lean path for `GET /events` (and Mercure's `GET /.well-known/mercure`) over plain HTTP/1.1.
 //!
 //! An idle stream is most of what a push hub holds, so its cost decides how many fit on a box.
 //! Through hyper, each one keeps an 8 KiB read buffer and a write buffer for its whole life.
@@ -22,10 +22,18 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::rewind::Rewind;
-use crate::http::{cors, no_body, stream_head, subscriber, Problem};
+use crate::http::{cors, mercure_stream, no_body, stream_head, subscriber, Problem};
 use crate::hub::{Hub, StreamBody};
 
 const PREFIX: &[u8] = b"GET /events";
+const MERCURE_PREFIX: &[u8] = b"GET /.well-known/mercure";
+
+/// Which stream a request head asks for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Events,
+    Mercure,
+}
 /// A head larger than this is left to hyper, which answers it properly.
 pub(crate) const MAX_HEAD: usize = 16 * 1024;
 
@@ -42,11 +50,27 @@ pub(super) enum Accepted {
 /// Reads the first request head; subscribes it if it is a `GET /events`.
 pub(super) async fn accept(stream: TcpStream, hub: &Hub, remote: SocketAddr) -> io::Result<Accepted> {
     let deadline = tokio::time::Instant::now() + hub.config().head_timeout();
-    let (socket, parts) = match read_head(stream, remote, deadline).await? {
-        Read::Events(socket, parts) => (socket, parts),
+    let (socket, parts, kind) = match read_head(stream, remote, deadline).await? {
+        Read::Events(socket, parts, kind) => (socket, parts, kind),
         Read::Other(rewound) => return Ok(Accepted::Other(rewound)),
         Read::Closed => return Ok(Accepted::Done),
     };
+    if kind == Kind::Mercure {
+        // The same answer as the hyper path's (`http::mercure`), CORS added here as its layer would.
+        let origin = parts.headers.get(http::header::ORIGIN).cloned();
+        return match mercure_stream(hub, &parts, None).await {
+            Ok((app, body, head)) => {
+                let mut head = head;
+                head.headers_mut().extend(cors::mercure_headers(hub, &app, origin.as_ref()));
+                Ok(Accepted::Stream(Stream { socket, body, head: serialize_head(&head) }))
+            }
+            Err((app, problem)) => {
+                let mut response = problem.into_response();
+                response.headers_mut().extend(cors::mercure_headers(hub, &app, origin.as_ref()));
+                write_problem(socket, response).await.map(|()| Accepted::Done)
+            }
+        };
+    }
     let origin = parts.headers.get(http::header::ORIGIN).cloned();
     let (app, request) = subscriber(&parts, hub);
     let body_refused = no_body(&parts);
@@ -86,7 +110,7 @@ fn serialize_head<B>(response: &http::Response<B>) -> Vec<u8> {
 }
 
 enum Read {
-    Events(TcpStream, Box<http::request::Parts>),
+    Events(TcpStream, Box<http::request::Parts>, Kind),
     Other(Rewind<TcpStream>),
     Closed,
 }
@@ -104,15 +128,16 @@ async fn read_head(mut stream: TcpStream, remote: SocketAddr, deadline: tokio::t
         if read == 0 {
             return Ok(Read::Closed);
         }
-        match is_events(&buf) {
-            None => continue,
+        let kind = match (is_events(&buf), is_prefixed(&buf, MERCURE_PREFIX)) {
+            (Some(true), _) => Kind::Events,
+            (_, Some(true)) => Kind::Mercure,
             // The whole head is read here too, so that the deadline covers it, then replayed.
-            Some(false) if head_is_partial(&buf) && buf.len() < MAX_HEAD => continue,
-            Some(false) => return Ok(Read::Other(Rewind::new(buf.freeze(), stream))),
-            Some(true) => {}
-        }
+            (Some(false), Some(false)) if head_is_partial(&buf) && buf.len() < MAX_HEAD => continue,
+            (Some(false), Some(false)) => return Ok(Read::Other(Rewind::new(buf.freeze(), stream))),
+            _ => continue,
+        };
         match parse_head(&buf, remote) {
-            Head::Complete(parts) => return Ok(Read::Events(stream, parts)),
+            Head::Complete(parts) => return Ok(Read::Events(stream, parts, kind)),
             Head::Partial if buf.len() < MAX_HEAD => continue,
             Head::Partial | Head::Unsupported => return Ok(Read::Other(Rewind::new(buf.freeze(), stream))),
         }
@@ -121,11 +146,16 @@ async fn read_head(mut stream: TcpStream, remote: SocketAddr, deadline: tokio::t
 
 /// Whether the request line is `GET /events` (`None`: not enough bytes yet to tell).
 pub(crate) fn is_events(buf: &[u8]) -> Option<bool> {
-    let seen = buf.len().min(PREFIX.len());
-    if buf[..seen] != PREFIX[..seen] {
+    is_prefixed(buf, PREFIX)
+}
+
+/// Whether the request line is `prefix` followed by the end of the path or a query.
+fn is_prefixed(buf: &[u8], prefix: &[u8]) -> Option<bool> {
+    let seen = buf.len().min(prefix.len());
+    if buf[..seen] != prefix[..seen] {
         return Some(false);
     }
-    buf.get(PREFIX.len()).map(|b| matches!(b, b' ' | b'?'))
+    buf.get(prefix.len()).map(|b| matches!(b, b' ' | b'?'))
 }
 
 /// Whether `buf` is the start of a request head that is not complete yet (a malformed one is

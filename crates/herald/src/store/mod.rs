@@ -48,6 +48,8 @@ pub struct StoredMessage {
     pub data: String,
     /// Stored per user until acknowledged.
     pub durable: bool,
+    /// Mercure's extras (a custom id, `private`, `retry`).
+    pub mercure: Option<crate::message::MercureFields>,
 }
 
 /// History bounds of one app.

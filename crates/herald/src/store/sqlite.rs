@@ -145,12 +145,31 @@ fn open_connection(path: &Path, sync: StoreSync, max_bytes: Option<u64>) -> Resu
          BEGIN IMMEDIATE; {SCHEMA} COMMIT;"
     ))
     .map_err(classify)?;
+    migrate(&conn).map_err(classify)?;
     if let Some(max_bytes) = max_bytes {
         let page_size: u64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(classify)?;
         let pages = max_bytes.div_ceil(page_size.max(1));
         conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(())).map_err(classify)?;
     }
     Ok(conn)
+}
+
+/// Schema changes after the first release, each applied once; a file written by an older Herald
+/// opens unchanged and gains the new columns (old rows read as before).
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version < 1 {
+        // 1: Mercure's extras of a history message (custom id, private, retry), as JSON.
+        let has: bool =
+            conn.query_row("SELECT COUNT(*) FROM pragma_table_info('history') WHERE name = 'mercure'", [], |r| {
+                r.get::<_, u32>(0).map(|n| n > 0)
+            })?;
+        if !has {
+            conn.execute_batch("ALTER TABLE history ADD COLUMN mercure TEXT")?;
+        }
+        conn.execute_batch("PRAGMA user_version = 1")?;
+    }
+    Ok(())
 }
 
 fn failed(e: rusqlite::Error) -> StoreError {
@@ -275,7 +294,8 @@ fn open_app(tx: &Transaction<'_>, app: &str, limits: HistoryLimits) -> Result<Op
     let floor = floor.max(tx.query_row("SELECT floor FROM app WHERE id = ?1", [app], |r| r.get(0)).map_err(failed)?);
     let mut stmt = tx
         .prepare(
-            "SELECT seq, time_ms, targets, event, data, durable FROM history WHERE app = ?1 AND seq > ?2 ORDER BY seq",
+            "SELECT seq, time_ms, targets, event, data, durable, mercure FROM history WHERE app = ?1 AND seq > ?2 \
+             ORDER BY seq",
         )
         .map_err(failed)?;
     let history = stmt
@@ -287,6 +307,7 @@ fn open_app(tx: &Transaction<'_>, app: &str, limits: HistoryLimits) -> Result<Op
                 event: r.get(3)?,
                 data: r.get(4)?,
                 durable: r.get(5)?,
+                mercure: r.get::<_, Option<String>>(6)?.and_then(|j| serde_json::from_str(&j).ok()),
             })
         })
         .map_err(failed)?
@@ -318,10 +339,12 @@ fn append(
     durable: Option<DurableFor>,
 ) -> Result<Vec<UnreadChange>, StoreError> {
     let targets = serde_json::to_string(&m.targets).map_err(|e| StoreError::Failed(e.to_string()))?;
+    let mercure = m.mercure.as_ref().and_then(|x| serde_json::to_string(x).ok());
     tx.prepare_cached(
-        "INSERT OR REPLACE INTO history (app, seq, time_ms, targets, event, data, durable) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT OR REPLACE INTO history (app, seq, time_ms, targets, event, data, durable, mercure) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )
-    .and_then(|mut s| s.execute(params![app, m.seq, m.time_ms, targets, m.event, m.data, m.durable]))
+    .and_then(|mut s| s.execute(params![app, m.seq, m.time_ms, targets, m.event, m.data, m.durable, mercure]))
     .map_err(failed)?;
     let Some(durable) = durable else { return Ok(Vec::new()) };
     let mut insert = tx
@@ -545,5 +568,38 @@ mod tests {
         assert_eq!(store.unread("a", "u").await.unwrap(), 1);
         let swept = store.sweep(now_ms()).await.unwrap();
         assert_eq!(swept.next_expiry_ms, Some(now + 60_000));
+    }
+
+    #[tokio::test]
+    async fn a_file_from_before_mercure_opens_and_keeps_its_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            // The schema as the first release wrote it, with one message in history.
+            let old = Connection::open(&path).unwrap();
+            let schema = SCHEMA.to_string();
+            old.execute_batch(&schema).unwrap();
+            old.execute("INSERT INTO app (id, epoch, head, floor) VALUES ('a', 'ep', 1, 0)", []).unwrap();
+            old.execute(
+                "INSERT INTO history (app, seq, time_ms, targets, event, data, durable) \
+                 VALUES ('a', 1, ?1, '{\"channels\":[\"c\"]}', NULL, 'old', 0)",
+                [now_ms()],
+            )
+            .unwrap();
+        }
+        let limits = HistoryLimits { max_len: 10, max_age_ms: 60_000, max_bytes: usize::MAX };
+        let store = SqliteStore::open(&path, StoreSync::Normal, None).unwrap();
+        let opened = store.open_app("a", limits).await.unwrap();
+        assert_eq!(opened.history.len(), 1);
+        assert_eq!((opened.history[0].data.as_str(), opened.history[0].mercure.as_ref()), ("old", None));
+        // New messages keep Mercure's extras next to the old ones.
+        let extras = crate::message::MercureFields { id: Some("urn:x".into()), private: true, retry: None };
+        let to = Targets { channels: vec!["c".into()], ..Targets::default() };
+        let m = Message::with_mercure("ep", 2, now_ms(), to, None, "new".into(), false, Some(extras.clone()));
+        store.append("a", Arc::new(m), None).unwrap().await.unwrap();
+        drop(store);
+        let store = SqliteStore::open(&path, StoreSync::Normal, None).unwrap();
+        let opened = store.open_app("a", limits).await.unwrap();
+        assert_eq!(opened.history[1].mercure.as_ref(), Some(&extras));
     }
 }

@@ -99,12 +99,12 @@ impl Backbone for Local {
 /// before it, and itself when durable, is committed.
 async fn stage(app: &Arc<App>, store: &dyn Store, p: Publish) -> Result<Staged, Error> {
     let durable = p.durable.then(|| app.durable_recipients(&p, Vec::new()));
-    let Publish { to, event, data, durable: is_durable, .. } = p;
+    let Publish { to, event, data, durable: is_durable, mercure, .. } = p;
     let turn = app.turn.lock().await;
     let (message, commit, hold) = {
         let mut log = app.log.lock();
         let seq = log.assigned + 1;
-        let message = Arc::new(Message::new(&log.epoch, seq, now_ms(), to, event, data, is_durable));
+        let message = Arc::new(Message::with_mercure(&log.epoch, seq, now_ms(), to, event, data, is_durable, mercure));
         // Enqueued before anyone can see the message, so an ack never overtakes its insert.
         let commit = store.append(&app.id, message.clone(), durable).inspect_err(|_| app.metrics.store_errors.inc())?;
         log.assigned = seq;

@@ -132,7 +132,15 @@ async fn publish_one(app: &App, cluster: &Cluster, report_wait: Duration, p: Pub
         expires_ms: d.expires_ms,
     });
     let origin = Some(cluster.node.to_string());
-    let wire = WireMessage { origin, time_ms, targets: p.to, event: p.event, data: p.data, durable: p.durable };
+    let wire = WireMessage {
+        origin,
+        time_ms,
+        targets: p.to,
+        event: p.event,
+        data: p.data,
+        durable: p.durable,
+        mercure: p.mercure,
+    };
     let mut head = app.head.subscribe();
     // Who should report is read beside the publish, on the same multiplexed connection: no
     // extra round trip.
@@ -158,7 +166,10 @@ async fn publish_one(app: &App, cluster: &Cluster, report_wait: Duration, p: Pub
     let epoch = app.log.lock().epoch.clone();
     let unreported_nodes = peers.saturating_sub(reported);
     Ok(Published {
-        id: crate::id::format(&epoch, seq, wire.durable),
+        id: match wire.mercure.and_then(|m| m.id) {
+            Some(custom) => custom,
+            None => crate::id::format(&epoch, seq, wire.durable),
+        },
         delivered: here + there,
         complete: known && unreported_nodes == 0,
         unreported_nodes,
@@ -250,7 +261,9 @@ impl App {
             if seq <= log.head {
                 return None;
             }
-            let message = Arc::new(Message::new(&log.epoch, seq, m.time_ms, m.targets, m.event, m.data, m.durable));
+            let message = Arc::new(Message::with_mercure(
+                &log.epoch, seq, m.time_ms, m.targets, m.event, m.data, m.durable, m.mercure,
+            ));
             log.append(message.clone());
             message
         };
