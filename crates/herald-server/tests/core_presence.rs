@@ -253,3 +253,17 @@ async fn presence_is_per_app() {
     assert_eq!(data(&default_feed.next().await)["user"], "d2", "hr's connection must not appear in the default feed");
     hub.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn metrics_count_the_tasks_streams_hold_and_release() {
+    let hub = TestHub::start(config()).await;
+    let before = metric(&hub.base, "runtime_tasks").await;
+    let mut streams = Vec::new();
+    for user in ["t1", "t2", "t3"] {
+        streams.push(Sse::connect(&hub.base, &format!("access_token={}", token(user, json!({})))).await.0);
+    }
+    let open = metric(&hub.base, "runtime_tasks").await;
+    assert!(open >= before + 3, "three open streams, tasks {before} -> {open}");
+    drop(streams);
+    eventually("the closed streams' tasks end", || async { metric(&hub.base, "runtime_tasks").await <= before }).await;
+}

@@ -6,8 +6,12 @@ pub mod burst;
 pub mod durable;
 pub mod idle;
 pub mod per_user;
+pub mod presence;
 pub mod reconnect;
+pub mod resume;
+pub mod soak;
 pub mod steady;
+pub mod unread;
 
 use std::time::Duration;
 
@@ -78,8 +82,26 @@ impl Common {
 
     /// Like [`Common::publish`], `batch` messages per request.
     pub async fn publish_batched(&self, to: Vec<To>, rate: Option<f64>, durable: bool, batch: usize) -> Published {
-        let plan = Plan { to, rate, conns: self.publish_conns, durable, batch, first: 0 };
+        self.publish_from(to, rate, durable, batch, 0).await
+    }
+
+    /// Like [`Common::publish_batched`], numbering each stream's messages from `first`.
+    pub async fn publish_from(
+        &self,
+        to: Vec<To>,
+        rate: Option<f64>,
+        durable: bool,
+        batch: usize,
+        first: u64,
+    ) -> Published {
+        let plan = Plan { to, rate, conns: self.publish_conns, durable, batch, first };
         publisher::run(&self.target, plan).await
+    }
+
+    /// One request to the server's API on a fresh connection: status and body.
+    pub async fn api(&self, method: &str, path: &str, body: &str) -> std::io::Result<(u16, Vec<u8>)> {
+        let request = self.target.api_request(method, path, body);
+        publisher::Conn::new(self.target.addr).request(&request).await.map_err(std::io::Error::other)
     }
 }
 
@@ -127,20 +149,27 @@ pub fn random_users(count: usize, users: u32, mut seed: u64) -> Vec<To> {
         .collect()
 }
 
-/// Broadcast run shared by `burst` and `steady`: `messages` to every subscriber of the channel.
+/// Broadcast run shared by `burst` and `steady`: `messages` to every subscriber of the channel,
+/// or, with `--groups N`, `messages` to each group's channel in turn, `batch` per request.
 pub async fn broadcast(
     common: &Common,
     r: &mut Report,
     subscribers: u32,
-    messages: usize,
+    (messages, batch): (usize, usize),
     rate: Option<f64>,
 ) -> std::io::Result<(Tally, Published)> {
     let (mut fleet, connected) = common.fleet(Mode::Channel, 0, subscribers).await?;
     add_connected(r, &connected);
+    let groups = common.target.spread.groups;
+    let to = match groups {
+        0 => vec![To::Channel; messages],
+        n => (0..messages * n as usize).map(|m| To::Group(m as u32 % n)).collect(),
+    };
     let before = common.sample();
     let bench_before = proc::sample(std::process::id()).ok();
-    let published = common.publish(vec![To::Channel; messages], rate, false).await;
-    let expected = published.ok * connected.ok as u64;
+    let published = common.publish_batched(to, rate, false, batch).await;
+    // Every group has as many subscribers (the curves divide them evenly).
+    let expected = published.ok * connected.ok as u64 / u64::from(groups.max(1));
     let tally = fleet.wait_for(expected, QUIET).await?;
     let per_delivery = |b: Option<proc::Sample>, a: Option<proc::Sample>| {
         let (b, a) = (b?, a?);

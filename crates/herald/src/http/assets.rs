@@ -71,6 +71,12 @@ pub(crate) async fn healthz(State(hub): State<Hub>) -> Response {
 
 /// `GET /metrics`, Prometheus text.
 pub(crate) async fn metrics(State(hub): State<Hub>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], hub.metrics().render(hub.connection_count()))
-        .into_response()
+    let mut text = hub.metrics().render(hub.connection_count());
+    // Tasks alive in the runtime that serves this request (each stream holds one or two): a soak
+    // watches it for tasks that never end. tokio counts them without `tokio_unstable`.
+    let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    text.push_str(&format!(
+        "# HELP herald_runtime_tasks Tasks alive in the runtime.\n# TYPE herald_runtime_tasks gauge\nherald_runtime_tasks {tasks}\n"
+    ));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
