@@ -113,6 +113,17 @@ enum Command {
         update: bool,
         files: Vec<std::path::PathBuf>,
     },
+    /// One cost curve from reports named `<curve>@<x>` (see `--report-as`): a Markdown table,
+    /// or with `--plain` columns for gnuplot.
+    Curve {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_delimiter = ',')]
+        metrics: Vec<String>,
+        #[arg(long)]
+        plain: bool,
+        files: Vec<std::path::PathBuf>,
+    },
     /// Markdown table of medians and Herald/Nchan ratios from files of report JSON lines.
     Summarize {
         /// Report targets, one column each; the ratio column divides the first by the second.
@@ -143,21 +154,18 @@ async fn execute(command: Command) -> std::io::Result<()> {
     let report = match command {
         Command::Worker(args) => return worker::run(args).await,
         Command::Summarize { targets, files } => {
-            let mut text = String::new();
-            for f in files {
-                text.push_str(&std::fs::read_to_string(f)?);
-                text.push('\n');
-            }
+            let text = read_all(&files)?;
             let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
             print!("{}", report::summarize(&text, &targets));
             return Ok(());
         }
+        Command::Curve { name, metrics, plain, files } => {
+            let metrics: Vec<&str> = metrics.iter().map(String::as_str).collect();
+            print!("{}", report::curve(&read_all(&files)?, &name, &metrics, plain));
+            return Ok(());
+        }
         Command::Check { baseline, update, files } => {
-            let mut text = String::new();
-            for f in files {
-                text.push_str(&std::fs::read_to_string(f)?);
-                text.push('\n');
-            }
+            let text = read_all(&files)?;
             let base: baseline::Baseline = serde_json::from_str(&std::fs::read_to_string(&baseline)?)?;
             if update {
                 let json = serde_json::to_string_pretty(&baseline::updated(&base, &text))?;
@@ -181,4 +189,14 @@ async fn execute(command: Command) -> std::io::Result<()> {
     };
     report.print();
     Ok(())
+}
+
+/// The files' contents, one after another.
+fn read_all(files: &[std::path::PathBuf]) -> std::io::Result<String> {
+    let mut text = String::new();
+    for f in files {
+        text.push_str(&std::fs::read_to_string(f)?);
+        text.push('\n');
+    }
+    Ok(text)
 }
