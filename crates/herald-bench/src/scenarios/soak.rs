@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use super::{add_connected, add_delivery, random_users, Common, QUIET};
+use super::{add_delivery, random_users, Common, QUIET};
 use crate::fleet::{Connected, Fleet};
 use crate::publisher::{Conn, Published};
 use crate::report::Report;
@@ -65,23 +65,34 @@ struct Sample {
 
 const COLUMNS: &str = "secs,rss_kib,open_fds,tasks,connections,store_kib";
 
-/// A stable fleet and a churning one: subscribers `0..split` and `split..n` in `mode`.
+/// A stable fleet and a churning one: users `first..split` and `split..first + n` in `mode`.
+/// The two pairs of a soak have disjoint users: a per-user message reaches every stream of its
+/// user, the broadcast ones too.
 struct Pair {
     stable: Fleet,
     churn: Fleet,
+    first: u32,
     split: u32,
     n: u32,
 }
 
 impl Pair {
-    async fn start(common: &Common, r: &mut Report, mode: Mode, n: u32, share: f64) -> std::io::Result<Pair> {
+    async fn start(
+        common: &Common,
+        r: &mut Report,
+        (mode, first, n): (Mode, u32, u32),
+        share: f64,
+    ) -> std::io::Result<Pair> {
         let churning = ((f64::from(n) * share).round() as u32).clamp(1, n.saturating_sub(1).max(1));
-        let split = n - churning;
-        let (stable, a) = common.fleet(mode, 0, split).await?;
+        let split = first + n - churning;
+        let (stable, a) = common.fleet(mode, first, n - churning).await?;
         let (churn, b) = common.fleet(mode, split, churning).await?;
-        let error = a.error.or(b.error);
-        add_connected(r, &Connected { ok: a.ok + b.ok, failed: a.failed + b.failed, secs: a.secs + b.secs, error });
-        Ok(Pair { stable, churn, split, n })
+        let name = if mode == Mode::User { "users_connected" } else { "subscribers_connected" };
+        r.add(name, f64::from(a.ok + b.ok), "", "higher");
+        if let Some(e) = a.error.or(b.error) {
+            r.note(format!("first {name} error: {e}"));
+        }
+        Ok(Pair { stable, churn, first, split, n })
     }
 
     /// Drops the churning share and brings it back; how long it took to be back.
@@ -101,18 +112,25 @@ impl Pair {
 pub async fn run(common: &Common, args: &SoakArgs) -> std::io::Result<Report> {
     let mut r = common.report("soak");
     let secs = args.minutes * 60.0;
-    let mut broadcast = Pair::start(common, &mut r, Mode::Channel, args.subscribers, args.churn_share).await?;
-    let mut users = Pair::start(common, &mut r, Mode::User, args.users, args.churn_share).await?;
+    let mut broadcast = Pair::start(common, &mut r, (Mode::Channel, 0, args.subscribers), args.churn_share).await?;
+    let mut users = Pair::start(common, &mut r, (Mode::User, args.subscribers, args.users), args.churn_share).await?;
 
     let plan = |to: Vec<To>, rate: f64| {
         let c = Common { publish_conns: 2, ..common.clone() };
         tokio::task::spawn_local(async move { c.publish(to, Some(rate), false).await })
     };
     let channel = plan(vec![To::Channel; (args.broadcast_rate * secs).round() as usize], args.broadcast_rate);
-    let to_users = random_users((args.user_rate * secs).round() as usize, args.users, 0x2545_f491_4f6c_dd1d);
+    let to_users: Vec<To> = random_users((args.user_rate * secs).round() as usize, args.users, 0x2545_f491_4f6c_dd1d)
+        .into_iter()
+        .map(|t| match t {
+            To::User(u) => To::User(users.first + u),
+            other => other,
+        })
+        .collect();
     let to_churning = to_users.iter().filter(|t| matches!(t, To::User(u) if *u >= users.split)).count() as u64;
     let per_user = plan(to_users, args.user_rate);
-    let durable = tokio::task::spawn_local(durable_and_ack(common.clone(), args.users, args.durable_rate, secs));
+    let durable =
+        tokio::task::spawn_local(durable_and_ack(common.clone(), (users.first, args.users), args.durable_rate, secs));
 
     let started = Instant::now();
     let (mut samples, mut churns, mut churn_max) = (Vec::new(), 0u64, 0f64);
@@ -171,13 +189,13 @@ fn add_part(r: &mut Report, part: &str, expected: u64, tally: &Tally, published:
 
 /// Publishes durable messages to the users in turn at `rate`, acknowledging each through the API
 /// as soon as its id is known: (published, acknowledged, errors).
-async fn durable_and_ack(common: Common, users: u32, rate: f64, secs: f64) -> (u64, u64, u64) {
+async fn durable_and_ack(common: Common, (first, users): (u32, u32), rate: f64, secs: f64) -> (u64, u64, u64) {
     let mut conn = Conn::new(common.target.addr);
     let started = Instant::now();
     let (mut stored, mut acked, mut errors) = (0u64, 0u64, 0u64);
     for i in 0..(rate * secs).round() as u64 {
         tokio::time::sleep_until((started + Duration::from_secs_f64(i as f64 / rate)).into()).await;
-        let user = format!("u{}", i % u64::from(users.max(1)));
+        let user = format!("u{}", u64::from(first) + i % u64::from(users.max(1)));
         let body = serde_json::json!({"to": {"users": [user]}, "event": "soak", "data": "durable", "durable": true});
         let answer = conn.request(&common.target.api_request("POST", "/api/publish", &body.to_string())).await;
         let id = match answer {
