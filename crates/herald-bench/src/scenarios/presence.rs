@@ -31,11 +31,13 @@ pub struct PresenceArgs {
     pub limit: usize,
 }
 
-/// `connect` events the feed has delivered, and when the last one arrived.
+/// `connect` events the feed has delivered, when the last one arrived, and how many events it
+/// said it dropped (`lagged`: the feed's buffer overflowed because its reader fell behind).
 #[derive(Default)]
 struct Feed {
     connects: Cell<u64>,
     last: Cell<Option<Instant>>,
+    lagged: Cell<u64>,
 }
 
 pub async fn run(common: &Common, args: &PresenceArgs) -> std::io::Result<Report> {
@@ -54,6 +56,7 @@ pub async fn run(common: &Common, args: &PresenceArgs) -> std::io::Result<Report
     let lag = feed.last.get().map_or(0.0, |t| t.saturating_duration_since(storm_end).as_secs_f64() * 1000.0);
     r.add("feed_connects", feed.connects.get() as f64, "", "higher")
         .add("feed_missing", u64::from(connected.ok).saturating_sub(feed.connects.get()) as f64, "", "lower")
+        .add("feed_lagged", feed.lagged.get() as f64, "", "lower")
         .add("feed_lag", lag, "ms", "lower");
     if reader.is_finished() {
         if let Ok(Err(e)) = reader.await {
@@ -125,6 +128,9 @@ async fn read_feed(common: Common, feed: Rc<Feed>) -> Result<(), String> {
         if e.event == "connect" {
             feed.connects.set(feed.connects.get() + 1);
             feed.last.set(Some(Instant::now()));
+        } else if e.event == "lagged" {
+            let missed = serde_json::from_str::<serde_json::Value>(e.data).ok().and_then(|v| v["missed"].as_u64());
+            feed.lagged.set(feed.lagged.get() + missed.unwrap_or(0));
         }
     };
     let mut pending = buf.split_off(len);
