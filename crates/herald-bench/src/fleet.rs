@@ -66,6 +66,8 @@ impl Fleet {
             let share = count / n as u32 + u32::from((w as u32) < count % n as u32);
             let mut cmd = Command::new(&exe);
             cmd.arg("worker").args(["--target", target.target.name()]).args(["--addr", &target.addr.to_string()]);
+            cmd.args(["--groups", &target.spread.groups.to_string()])
+                .args(["--extra-channels", &target.spread.extra_channels.to_string()]);
             if !sub_addrs.is_empty() {
                 cmd.args(["--sub-addrs", &sub_addrs.join(",")]);
             }

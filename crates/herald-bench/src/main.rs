@@ -1,5 +1,6 @@
 //! herald-bench: a loopback load generator for Herald and Nchan over Server-Sent Events.
 
+mod baseline;
 mod client;
 mod clock;
 mod fleet;
@@ -76,6 +77,54 @@ enum Command {
         #[command(flatten)]
         args: scenarios::adversarial::AdversarialArgs,
     },
+    /// One subscriber misses N events and resumes: time to the first live event, history memory.
+    Resume {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: scenarios::resume::ResumeArgs,
+    },
+    /// The presence feed under a connect storm, then `GET /api/users` pages (Herald only).
+    Presence {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: scenarios::presence::PresenceArgs,
+    },
+    /// Publish latency with 0, 1 or more `herald.unread`-tracking durable users per message.
+    Unread {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: scenarios::unread::UnreadArgs,
+    },
+    /// Constant mixed load with churning connections for --minutes; slopes of server resources.
+    Soak {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: scenarios::soak::SoakArgs,
+    },
+    /// Compares report lines with a baseline file within its tolerance (bench/smoke).
+    Check {
+        #[arg(long)]
+        baseline: std::path::PathBuf,
+        /// Rewrite the baseline's values from these reports instead of checking them.
+        #[arg(long)]
+        update: bool,
+        files: Vec<std::path::PathBuf>,
+    },
+    /// One cost curve from reports named `<curve>@<x>` (see `--report-as`): a Markdown table,
+    /// or with `--plain` columns for gnuplot.
+    Curve {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_delimiter = ',')]
+        metrics: Vec<String>,
+        #[arg(long)]
+        plain: bool,
+        files: Vec<std::path::PathBuf>,
+    },
     /// Markdown table of medians and Herald/Nchan ratios from files of report JSON lines.
     Summarize {
         /// Report targets, one column each; the ratio column divides the first by the second.
@@ -106,14 +155,26 @@ async fn execute(command: Command) -> std::io::Result<()> {
     let report = match command {
         Command::Worker(args) => return worker::run(args).await,
         Command::Summarize { targets, files } => {
-            let mut text = String::new();
-            for f in files {
-                text.push_str(&std::fs::read_to_string(f)?);
-                text.push('\n');
-            }
+            let text = read_all(&files)?;
             let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
             print!("{}", report::summarize(&text, &targets));
             return Ok(());
+        }
+        Command::Curve { name, metrics, plain, files } => {
+            let metrics: Vec<&str> = metrics.iter().map(String::as_str).collect();
+            print!("{}", report::curve(&read_all(&files)?, &name, &metrics, plain));
+            return Ok(());
+        }
+        Command::Check { baseline, update, files } => {
+            let text = read_all(&files)?;
+            let base: baseline::Baseline = serde_json::from_str(&std::fs::read_to_string(&baseline)?)?;
+            if update {
+                let json = serde_json::to_string_pretty(&baseline::updated(&base, &text))?;
+                return std::fs::write(&baseline, json + "\n");
+            }
+            let (table, ok) = baseline::check(&base, &text);
+            print!("{table}");
+            return if ok { Ok(()) } else { Err(std::io::Error::other("below the baseline (see FAIL lines)")) };
         }
         Command::Idle { common, args } => scenarios::idle::run(&common, &args).await?,
         Command::Burst { common, args } => scenarios::burst::run(&common, &args).await?,
@@ -122,7 +183,21 @@ async fn execute(command: Command) -> std::io::Result<()> {
         Command::Reconnect { common, args } => scenarios::reconnect::run(&common, &args).await?,
         Command::Durable { common, args } => scenarios::durable::run(&common, &args).await?,
         Command::Adversarial { common, args } => scenarios::adversarial::run(&common, &args).await?,
+        Command::Resume { common, args } => scenarios::resume::run(&common, &args).await?,
+        Command::Presence { common, args } => scenarios::presence::run(&common, &args).await?,
+        Command::Unread { common, args } => scenarios::unread::run(&common, &args).await?,
+        Command::Soak { common, args } => scenarios::soak::run(&common, &args).await?,
     };
     report.print();
     Ok(())
+}
+
+/// The files' contents, one after another.
+fn read_all(files: &[std::path::PathBuf]) -> std::io::Result<String> {
+    let mut text = String::new();
+    for f in files {
+        text.push_str(&std::fs::read_to_string(f)?);
+        text.push('\n');
+    }
+    Ok(text)
 }

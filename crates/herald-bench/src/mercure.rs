@@ -42,7 +42,9 @@ pub fn subscribe_path(mode: Mode, index: u32) -> String {
 pub fn publish_request(target: &Target, to: To, data: &str) -> Vec<u8> {
     let topic = match to {
         To::Channel => TOPIC.to_string(),
-        To::User(i) => user_topic(i),
+        To::Group(g) => format!("https://bench.example/{}", crate::targets::group_channel(g)),
+        // One topic per update, like Nchan: the first user.
+        To::User(i) | To::Users(i, _) => user_topic(i),
     };
     let body = form_urlencoded::Serializer::new(String::new())
         .append_pair("topic", &topic)

@@ -34,6 +34,8 @@ pub struct Published {
     pub finished_ns: u64,
     /// How far the driver fell behind its schedule.
     pub max_lag_ms: f64,
+    /// Each request's round trip, from writing it to reading its whole answer, in µs.
+    pub round_trips_us: Vec<u64>,
 }
 
 impl Published {
@@ -47,18 +49,20 @@ impl Published {
         self.first_error = self.first_error.take().or(o.first_error);
         self.finished_ns = self.finished_ns.max(o.finished_ns);
         self.max_lag_ms = self.max_lag_ms.max(o.max_lag_ms);
+        self.round_trips_us.extend(o.round_trips_us);
     }
 }
 
-/// Numbers each message on its stream (the channel, or the addressed user) from `first`.
+/// Numbers each message on its stream (the channel, group or addressed user) from `first`.
+/// A message to several users takes its plan index: each of them sees it once.
 fn number(to: &[To], first: u64) -> Vec<(To, u64)> {
-    let mut per_user = std::collections::HashMap::new();
+    let mut per_stream = std::collections::HashMap::new();
     to.iter()
         .enumerate()
         .map(|(i, &t)| match t {
-            To::Channel => (t, first + i as u64),
-            To::User(u) => {
-                let n = per_user.entry(u).or_insert(first);
+            To::Channel | To::Users(..) => (t, first + i as u64),
+            To::User(_) | To::Group(_) => {
+                let n = per_stream.entry(t).or_insert(first);
                 *n += 1;
                 (t, *n - 1)
             }
@@ -96,7 +100,10 @@ pub async fn run(target: &Target, plan: Plan) -> Published {
                     [(to, data)] => target.publish_request(*to, data, durable),
                     many => target.publish_batch_request(many, durable),
                 };
-                match conn.post(&request).await {
+                let sent = Instant::now();
+                let answer = conn.request(&request).await;
+                done.round_trips_us.push(sent.elapsed().as_micros() as u64);
+                match answer.map(|(status, _)| status) {
                     Ok(status) if (200..300).contains(&status) => done.ok += chunk.len() as u64,
                     Ok(status) => {
                         done.errors += chunk.len() as u64;
@@ -121,27 +128,28 @@ pub async fn run(target: &Target, plan: Plan) -> Published {
 }
 
 /// One keep-alive connection.
-struct Conn {
+pub struct Conn {
     addr: SocketAddr,
     stream: Option<TcpStream>,
     buf: Vec<u8>,
 }
 
 impl Conn {
-    fn new(addr: SocketAddr) -> Self {
+    pub fn new(addr: SocketAddr) -> Self {
         Conn { addr, stream: None, buf: Vec::with_capacity(4096) }
     }
 
-    async fn post(&mut self, request: &[u8]) -> Result<u16, String> {
+    /// Sends one request (connecting first when needed); the answer's status and body.
+    pub async fn request(&mut self, request: &[u8]) -> Result<(u16, Vec<u8>), String> {
         let result = self.exchange(request).await;
-        if !matches!(result, Ok((_, true))) {
+        if !matches!(result, Ok((_, true, _))) {
             self.stream = None; // errors and `Connection: close` both need a new connection
         }
-        result.map(|(status, _)| status)
+        result.map(|(status, _, body)| (status, body))
     }
 
     /// Sends one request and reads its whole answer; true when the connection can be reused.
-    async fn exchange(&mut self, request: &[u8]) -> Result<(u16, bool), String> {
+    async fn exchange(&mut self, request: &[u8]) -> Result<(u16, bool, Vec<u8>), String> {
         if self.stream.is_none() {
             let s = TcpStream::connect(self.addr).await.map_err(|e| format!("connect: {e}"))?;
             s.set_nodelay(true).map_err(|e| e.to_string())?;
@@ -161,14 +169,16 @@ impl Conn {
         let mut body = self.buf.split_off(head_len);
         if head.chunked {
             let mut decoder = Chunked::default();
-            let mut done = decoder.decode(&body, &mut |_| {})?;
+            let mut decoded = Vec::new();
+            let mut done = decoder.decode(&body, &mut |b| decoded.extend_from_slice(b))?;
             while !done {
                 body.clear();
                 if stream.read_buf(&mut body).await.map_err(|e| e.to_string())? == 0 {
                     return Err("connection closed in body".into());
                 }
-                done = decoder.decode(&body, &mut |_| {})?;
+                done = decoder.decode(&body, &mut |b| decoded.extend_from_slice(b))?;
             }
+            body = decoded;
         } else {
             let len = head.content_length.unwrap_or(0);
             while body.len() < len {
@@ -177,7 +187,8 @@ impl Conn {
                 }
             }
         }
-        Ok((head.status, !head.close))
+        body.truncate(head.content_length.unwrap_or(body.len()));
+        Ok((head.status, !head.close, body))
     }
 }
 
@@ -194,5 +205,8 @@ mod tests {
         assert_eq!(ch, vec![(To::Channel, 0), (To::Channel, 1)]);
         let later: Vec<u64> = number(&to, 10).into_iter().map(|(_, n)| n).collect();
         assert_eq!(later, vec![10, 10, 11, 12]);
+        let mixed = [To::Group(1), To::Group(2), To::Users(0, 3), To::Group(1)];
+        let n: Vec<u64> = number(&mixed, 0).into_iter().map(|(_, n)| n).collect();
+        assert_eq!(n, vec![0, 0, 2, 1]);
     }
 }

@@ -144,6 +144,54 @@ pub fn summarize(text: &str, targets: &[&str]) -> String {
     out
 }
 
+/// One curve from reports named `<curve>@<x>`: a row per x (ascending), a column per metric,
+/// each cell the median over runs. Markdown, or with `plain` space-separated for gnuplot.
+pub fn curve(text: &str, curve: &str, metrics: &[&str], plain: bool) -> String {
+    let mut cells: BTreeMap<(u64, usize), Vec<f64>> = BTreeMap::new();
+    let mut units = vec![String::new(); metrics.len()];
+    let prefix = format!("{curve}@");
+    for r in text.lines().filter_map(|l| serde_json::from_str::<Report>(l).ok()) {
+        let Some(x) = r.scenario.strip_prefix(&prefix).and_then(|x| x.parse::<u64>().ok()) else {
+            continue;
+        };
+        for m in r.metrics {
+            if let Some(i) = metrics.iter().position(|n| *n == m.name) {
+                cells.entry((x, i)).or_default().push(m.value);
+                units[i] = m.unit;
+            }
+        }
+    }
+    let xs: std::collections::BTreeSet<u64> = cells.keys().map(|k| k.0).collect();
+    let mut out = String::new();
+    if !plain {
+        let heads: Vec<String> = metrics
+            .iter()
+            .zip(&units)
+            .map(|(m, u)| if u.is_empty() { m.to_string() } else { format!("{m} ({u})") })
+            .collect();
+        out.push_str(&format!("| {curve} | {} |\n|---:|{}\n", heads.join(" | "), "---:|".repeat(metrics.len())));
+    }
+    for x in xs {
+        let row: Vec<String> = (0..metrics.len())
+            .map(|i| {
+                let mut v = cells.get(&(x, i)).cloned().unwrap_or_default();
+                match (median(&mut v), plain) {
+                    (Some(m), true) => format!("{m}"),
+                    (Some(m), false) => fmt_value(m),
+                    (None, true) => "NaN".into(),
+                    (None, false) => "—".into(),
+                }
+            })
+            .collect();
+        if plain {
+            out.push_str(&format!("{x} {}\n", row.join(" ")));
+        } else {
+            out.push_str(&format!("| {x} | {} |\n", row.join(" | ")));
+        }
+    }
+    out
+}
+
 fn capitalized(s: &str) -> String {
     let mut c = s.chars();
     c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
@@ -178,6 +226,23 @@ mod tests {
         assert!(table.starts_with(
             "| scenario | metric | unit | better | Herald | Nchan | Herald/Nchan |\n|---|---|---|---|---:|---:|---:|\n"
         ));
+    }
+
+    #[test]
+    fn curve_rows_by_x_with_medians() {
+        let mut lines = String::new();
+        for (name, v) in [("idle@5000", 3.0), ("idle@1000", 2.0), ("idle@5000", 5.0), ("burst@1", 9.0)] {
+            let mut r = Report::new(name, "herald");
+            r.add("rss_per_connection", v, "KiB", "lower");
+            lines.push_str(&serde_json::to_string(&r).unwrap());
+            lines.push('\n');
+        }
+        let table = curve(&lines, "idle", &["rss_per_connection", "absent"], false);
+        assert_eq!(
+            table,
+            "| idle | rss_per_connection (KiB) | absent |\n|---:|---:|---:|\n| 1000 | 2 | — |\n| 5000 | 4 | — |\n"
+        );
+        assert_eq!(curve(&lines, "idle", &["rss_per_connection"], true), "1000 2\n5000 4\n");
     }
 
     #[test]

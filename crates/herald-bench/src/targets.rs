@@ -51,6 +51,25 @@ pub struct Target {
     /// Herald HS256 secret that subscriber tokens are signed with.
     #[arg(long, env = "HERALD_JWT_SECRET", default_value = "bench-jwt-secret-0123456789abcdef0123456789")]
     pub jwt_secret: String,
+    #[command(flatten)]
+    pub spread: Spread,
+}
+
+/// How channel-mode subscribers spread over channels (Herald's cost curves); the defaults put
+/// everybody on the one broadcast channel.
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct Spread {
+    /// Subscriber i joins group channel `bench<i mod N>` instead of `bench` (0: not spread).
+    #[arg(long, default_value_t = 0)]
+    pub groups: u32,
+    /// Channels `x1..xN` every subscriber joins besides its own, never published to.
+    #[arg(long, default_value_t = 0)]
+    pub extra_channels: u32,
+}
+
+/// The channel of group `g`, published to as [`To::Group`].
+pub fn group_channel(g: u32) -> String {
+    format!("{CHANNEL}{g}")
 }
 
 fn loopback_addr(s: &str) -> Result<SocketAddr, String> {
@@ -71,18 +90,30 @@ impl Target {
         }
     }
 
+    /// The channel subscriber `index` listens on in channel mode.
+    fn channel_of(&self, index: u32) -> String {
+        match self.spread.groups {
+            0 => CHANNEL.to_string(),
+            n => group_channel(index % n),
+        }
+    }
+
     /// Request path for subscriber `index`, its token included (so minted before timing starts).
     pub fn subscribe_path(&self, mode: Mode, index: u32) -> String {
         match (self.target, mode) {
             (Kind::Herald, Mode::Channel) => {
-                let token = crate::jwt::mint(&self.jwt_secret, index, &[CHANNEL]);
-                format!("/events?channel={CHANNEL}&access_token={token}")
+                let mut channels = vec![self.channel_of(index)];
+                channels.extend((1..=self.spread.extra_channels).map(|k| format!("x{k}")));
+                let names: Vec<&str> = channels.iter().map(String::as_str).collect();
+                let token = crate::jwt::mint(&self.jwt_secret, index, &names);
+                let query: String = channels.iter().map(|c| format!("channel={c}&")).collect();
+                format!("/events?{query}access_token={token}")
             }
             (Kind::Herald, Mode::User) => {
                 let token = crate::jwt::mint(&self.jwt_secret, index, &[]);
                 format!("/events?access_token={token}")
             }
-            (Kind::Nchan, Mode::Channel) => format!("/sub/{CHANNEL}"),
+            (Kind::Nchan, Mode::Channel) => format!("/sub/{}", self.channel_of(index)),
             (Kind::Nchan, Mode::User) => format!("/sub/u{index}"),
             (Kind::Mercure, mode) => crate::mercure::subscribe_path(mode, index),
         }
@@ -103,7 +134,11 @@ impl Target {
     fn herald_publish(to: To, data: &str, durable: bool) -> serde_json::Value {
         let to = match to {
             To::Channel => serde_json::json!({ "channels": [CHANNEL] }),
+            To::Group(g) => serde_json::json!({ "channels": [group_channel(g)] }),
             To::User(i) => serde_json::json!({ "users": [format!("u{i}")] }),
+            To::Users(first, n) => {
+                serde_json::json!({ "users": (first..first + n).map(|i| format!("u{i}")).collect::<Vec<_>>() })
+            }
         };
         let mut body = serde_json::json!({ "to": to, "event": "b", "data": data });
         if durable {
@@ -126,6 +161,18 @@ impl Target {
         .into_bytes()
     }
 
+    /// A keep-alive request to Herald's API with the API key: `GET` when `body` is empty.
+    pub fn api_request(&self, method: &str, path: &str, body: &str) -> Vec<u8> {
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            self.addr,
+            self.api_key,
+            body.len()
+        )
+        .into_bytes()
+    }
+
     /// A keep-alive POST publishing bench message `data` to `to`.
     pub fn publish_request(&self, to: To, data: &str, durable: bool) -> Vec<u8> {
         let (path, auth, body) = match self.target {
@@ -137,7 +184,8 @@ impl Target {
             Kind::Nchan => {
                 let path = match to {
                     To::Channel => format!("/pub/{CHANNEL}"),
-                    To::User(i) => format!("/pub/u{i}"),
+                    To::Group(g) => format!("/pub/{}", group_channel(g)),
+                    To::User(i) | To::Users(i, _) => format!("/pub/u{i}"),
                 };
                 (path, String::new(), data.to_string())
             }
@@ -152,10 +200,14 @@ impl Target {
 }
 
 /// Addressee of one published message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum To {
     Channel,
+    /// Group channel `bench<g>` (see [`Spread::groups`]).
+    Group(u32),
     User(u32),
+    /// Users `u<first>..u<first + n>` in one message (Herald only: Nchan gets the first).
+    Users(u32, u32),
 }
 
 #[cfg(test)]
@@ -169,6 +221,7 @@ mod tests {
             sub_addrs: Vec::new(),
             api_key: "k".into(),
             jwt_secret: "s".into(),
+            spread: Spread::default(),
         }
     }
 
@@ -223,6 +276,19 @@ mod tests {
         let cli = <Cli as clap::Parser>::try_parse_from(["x", "--sub-addrs", "127.0.0.1:1,127.0.0.2:2"]).unwrap();
         assert_eq!(cli.target.sub_addrs.len(), 2);
         assert!(<Cli as clap::Parser>::try_parse_from(["x", "--sub-addrs", "127.0.0.1:1,10.0.0.1:2"]).is_err());
+    }
+
+    #[test]
+    fn spread_subscribers_join_their_group_and_the_extra_channels() {
+        let mut t = target(Kind::Herald);
+        assert!(t.subscribe_path(Mode::Channel, 7).starts_with("/events?channel=bench&access_token="));
+        t.spread = Spread { groups: 5, extra_channels: 2 };
+        let path = t.subscribe_path(Mode::Channel, 7);
+        assert!(path.starts_with("/events?channel=bench2&channel=x1&channel=x2&access_token="), "{path}");
+        let req = String::from_utf8(t.publish_request(To::Group(2), "d", false)).unwrap();
+        assert!(req.ends_with(r#"{"data":"d","event":"b","to":{"channels":["bench2"]}}"#), "{req}");
+        let req = String::from_utf8(t.publish_request(To::Users(3, 2), "d", true)).unwrap();
+        assert!(req.contains(r#""users":["u3","u4"]"#), "{req}");
     }
 
     #[test]

@@ -253,3 +253,58 @@ async fn presence_is_per_app() {
     assert_eq!(data(&default_feed.next().await)["user"], "d2", "hr's connection must not appear in the default feed");
     hub.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn metrics_count_the_tasks_streams_hold_and_release() {
+    let hub = TestHub::start(config()).await;
+    let before = metric(&hub.base, "runtime_tasks").await;
+    let mut streams = Vec::new();
+    for user in ["t1", "t2", "t3"] {
+        streams.push(Sse::connect(&hub.base, &format!("access_token={}", token(user, json!({})))).await.0);
+    }
+    let open = metric(&hub.base, "runtime_tasks").await;
+    assert!(open >= before + 3, "three open streams, tasks {before} -> {open}");
+    drop(streams);
+    eventually("the closed streams' tasks end", || async { metric(&hub.base, "runtime_tasks").await <= before }).await;
+}
+
+/// Every page of `GET /api/users?limit=4`, walked with its cursors: (id, connections) in order.
+async fn all_online(base: &str) -> Vec<(String, u64)> {
+    let (mut all, mut cursor) = (Vec::new(), None::<String>);
+    loop {
+        let path = cursor.as_ref().map_or("/api/users?limit=4".into(), |c| format!("/api/users?limit=4&cursor={c}"));
+        let (status, page) = api_get(base, &path).await;
+        assert_eq!(status, 200, "{page}");
+        let users = page["users"].as_array().unwrap();
+        assert!(users.len() <= 4, "{page}");
+        all.extend(users.iter().map(|u| (u["id"].as_str().unwrap().to_string(), u["connections"].as_u64().unwrap())));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return all,
+        }
+    }
+}
+
+#[tokio::test]
+async fn user_pages_list_every_online_user_once_in_order_as_they_come_and_go() {
+    let hub = TestHub::start(config()).await;
+    let mut streams = std::collections::HashMap::new();
+    // Users land in different shards of the registry; u03 and u17 hold two streams each.
+    for user in (0..25).map(|i| format!("u{i:02}")).chain(["u03".into(), "u17".into()]) {
+        let (sse, _) = Sse::connect(&hub.base, &format!("access_token={}", token(&user, json!({})))).await;
+        streams.entry(user).or_insert_with(Vec::new).push(sse);
+    }
+    let expected: Vec<(String, u64)> =
+        (0..25).map(|i| (format!("u{i:02}"), if i == 3 || i == 17 { 2 } else { 1 })).collect();
+    assert_eq!(all_online(&hub.base).await, expected);
+
+    // u08 leaves, u17 closes one of its two streams.
+    streams.remove("u08");
+    streams.get_mut("u17").unwrap().pop();
+    let expected: Vec<(String, u64)> =
+        (0..25).filter(|&i| i != 8).map(|i| (format!("u{i:02}"), if i == 3 { 2 } else { 1 })).collect();
+    eventually("u08 is gone and u17 has one stream", || async { all_online(&hub.base).await == expected }).await;
+    let (_, first) = api_get(&hub.base, "/api/users?limit=2&cursor=u07").await;
+    assert_eq!(first["users"], json!([{"id": "u09", "connections": 1}, {"id": "u10", "connections": 1}]));
+    assert_eq!(first["next_cursor"], "u10");
+}

@@ -6,8 +6,12 @@ pub mod burst;
 pub mod durable;
 pub mod idle;
 pub mod per_user;
+pub mod presence;
 pub mod reconnect;
+pub mod resume;
+pub mod soak;
 pub mod steady;
+pub mod unread;
 
 use std::time::Duration;
 
@@ -43,11 +47,22 @@ pub struct Common {
     /// Keep-alive connections of the publisher.
     #[arg(long, default_value_t = 16)]
     pub publish_conns: usize,
+    /// Name the report by this instead of the scenario (`bench/curves` names each point
+    /// `<curve>@<x>`).
+    #[arg(long)]
+    pub report_as: Option<String>,
+    /// Shell command run once the subscribers are connected, before the measured part (burst,
+    /// steady, per-user), e.g. `callgrind_control -z <pid>` to profile only that part.
+    #[arg(long)]
+    pub on_ready: Option<String>,
+    /// Shell command run when the measured part has been delivered (`callgrind_control -d <pid>`).
+    #[arg(long)]
+    pub on_done: Option<String>,
 }
 
 impl Common {
     pub fn report(&self, scenario: &str) -> Report {
-        Report::new(scenario, self.target.target.name())
+        Report::new(self.report_as.as_deref().unwrap_or(scenario), self.target.target.name())
     }
 
     pub async fn fleet(&self, mode: Mode, first: u32, count: u32) -> std::io::Result<(Fleet, Connected)> {
@@ -57,6 +72,17 @@ impl Common {
             connect_concurrency: self.connect_concurrency,
         };
         Fleet::start(&self.target, mode, first, count, layout).await
+    }
+
+    /// Runs `--on-ready` or `--on-done` when given, waiting for it to finish.
+    pub async fn hook(&self, command: &Option<String>) -> std::io::Result<()> {
+        if let Some(command) = command {
+            let status = tokio::process::Command::new("sh").args(["-c", command]).status().await?;
+            if !status.success() {
+                return Err(std::io::Error::other(format!("`{command}` failed: {status}")));
+            }
+        }
+        Ok(())
     }
 
     pub fn sample(&self) -> Option<proc::Sample> {
@@ -78,8 +104,26 @@ impl Common {
 
     /// Like [`Common::publish`], `batch` messages per request.
     pub async fn publish_batched(&self, to: Vec<To>, rate: Option<f64>, durable: bool, batch: usize) -> Published {
-        let plan = Plan { to, rate, conns: self.publish_conns, durable, batch, first: 0 };
+        self.publish_from(to, rate, durable, batch, 0).await
+    }
+
+    /// Like [`Common::publish_batched`], numbering each stream's messages from `first`.
+    pub async fn publish_from(
+        &self,
+        to: Vec<To>,
+        rate: Option<f64>,
+        durable: bool,
+        batch: usize,
+        first: u64,
+    ) -> Published {
+        let plan = Plan { to, rate, conns: self.publish_conns, durable, batch, first };
         publisher::run(&self.target, plan).await
+    }
+
+    /// One request to the server's API on a fresh connection: status and body.
+    pub async fn api(&self, method: &str, path: &str, body: &str) -> std::io::Result<(u16, Vec<u8>)> {
+        let request = self.target.api_request(method, path, body);
+        publisher::Conn::new(self.target.addr).request(&request).await.map_err(std::io::Error::other)
     }
 }
 
@@ -127,21 +171,30 @@ pub fn random_users(count: usize, users: u32, mut seed: u64) -> Vec<To> {
         .collect()
 }
 
-/// Broadcast run shared by `burst` and `steady`: `messages` to every subscriber of the channel.
+/// Broadcast run shared by `burst` and `steady`: `messages` to every subscriber of the channel,
+/// or, with `--groups N`, `messages` to each group's channel in turn, `batch` per request.
 pub async fn broadcast(
     common: &Common,
     r: &mut Report,
     subscribers: u32,
-    messages: usize,
+    (messages, batch): (usize, usize),
     rate: Option<f64>,
 ) -> std::io::Result<(Tally, Published)> {
     let (mut fleet, connected) = common.fleet(Mode::Channel, 0, subscribers).await?;
     add_connected(r, &connected);
+    let groups = common.target.spread.groups;
+    let to = match groups {
+        0 => vec![To::Channel; messages],
+        n => (0..messages * n as usize).map(|m| To::Group(m as u32 % n)).collect(),
+    };
+    common.hook(&common.on_ready).await?;
     let before = common.sample();
     let bench_before = proc::sample(std::process::id()).ok();
-    let published = common.publish(vec![To::Channel; messages], rate, false).await;
-    let expected = published.ok * connected.ok as u64;
+    let published = common.publish_batched(to, rate, false, batch).await;
+    // Every group has as many subscribers (the curves divide them evenly).
+    let expected = published.ok * connected.ok as u64 / u64::from(groups.max(1));
     let tally = fleet.wait_for(expected, QUIET).await?;
+    common.hook(&common.on_done).await?;
     let per_delivery = |b: Option<proc::Sample>, a: Option<proc::Sample>| {
         let (b, a) = (b?, a?);
         Some(a.cpu_us.saturating_sub(b.cpu_us) as f64 / tally.unique.max(1) as f64)

@@ -22,11 +22,13 @@ pub async fn run(common: &Common, args: &PerUserArgs) -> std::io::Result<Report>
     let idle = common.sample();
     let (mut fleet, connected) = common.fleet(Mode::User, 0, args.users).await?;
     add_connected(&mut r, &connected);
+    common.hook(&common.on_ready).await?;
     let before = common.sample();
     let messages = (args.rate * args.secs).round() as usize;
     let to = random_users(messages, args.users, 0x9e37_79b9_7f4a_7c15);
     let published = common.publish(to, Some(args.rate), false).await;
     let tally = fleet.wait_for(published.ok, QUIET).await?;
+    common.hook(&common.on_done).await?;
     if let (Some(i), Some(b), Some(a)) = (idle, before, common.sample()) {
         let per_conn = (b.rss_kb as f64 - i.rss_kb as f64) / connected.ok.max(1) as f64;
         let cpu = a.cpu_us.saturating_sub(b.cpu_us) as f64;

@@ -19,6 +19,6 @@ pub struct SteadyArgs {
 pub async fn run(common: &Common, args: &SteadyArgs) -> std::io::Result<Report> {
     let mut r = common.report("steady");
     let messages = (args.rate * args.secs).round() as usize;
-    super::broadcast(common, &mut r, args.subscribers, messages, Some(args.rate)).await?;
+    super::broadcast(common, &mut r, args.subscribers, (messages, 1), Some(args.rate)).await?;
     Ok(r)
 }

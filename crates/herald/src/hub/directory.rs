@@ -46,7 +46,9 @@ impl Hub {
         cursor: Option<&str>,
     ) -> Result<Page<Vec<OnlineUser>>, Error> {
         let app = self.app(app)?;
-        let mut users = app.registry.users();
+        // Remote users are merged whole: with them, the first `limit + 1` of the union after the
+        // cursor are still among these local ones and those remote ones.
+        let mut users = app.registry.users_after(cursor, limit + 1);
         for remote in self.remote(app).await? {
             if let Some(user) = remote.user {
                 *users.entry(user.into()).or_default() += 1;

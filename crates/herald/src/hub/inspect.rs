@@ -41,7 +41,7 @@ impl Hub {
 
     /// The users with a stream on this node, and how many streams each holds.
     pub(crate) fn local_users(&self, app: &str) -> Result<BTreeMap<Arc<str>, usize>, Error> {
-        Ok(self.app(app)?.registry.users())
+        Ok(self.app(app)?.registry.users_after(None, usize::MAX))
     }
 
     /// The connections the other nodes of a cluster hold (none for a single node).

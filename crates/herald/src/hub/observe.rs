@@ -47,6 +47,10 @@ impl Hub {
                 }
             }
         }
+        // tokio counts live tasks without `tokio_unstable`.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            self.inner.metrics.runtime_tasks.set(runtime.metrics().num_alive_tasks() as i64);
+        }
         self.inner.metrics.render()
     }
 

@@ -5,7 +5,7 @@
 //! shard. Each shard indexes its connections by user, session, tenant and channel; a publish to
 //! a tenant or channel visits every shard, each under its own short lock.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -26,6 +26,9 @@ type Index = HashMap<Arc<str>, Vec<Arc<Conn>>>;
 struct Shard {
     conns: HashMap<u64, Arc<Conn>>,
     users: Index,
+    /// The keys of `users` in order, so that a page of `GET /api/users` reads `limit` users
+    /// after its cursor instead of sorting everybody online.
+    online: BTreeSet<Arc<str>>,
     sessions: Index,
     tenants: Index,
     channels: Index,
@@ -96,6 +99,11 @@ impl Shard {
         for &id in conn.mercure.iter().flat_map(|m| m.pattern_ids.iter()) {
             self.patterns.entry(id).or_default().push(conn.clone());
         }
+        if let Some(user) = &who.user {
+            if self.users.get(user).map_or(0, Vec::len) == 1 {
+                self.online.insert(user.clone());
+            }
+        }
     }
 
     fn unindex(&mut self, conn: &Conn) {
@@ -124,6 +132,11 @@ impl Shard {
                 if conns.is_empty() {
                     self.patterns.remove(id);
                 }
+            }
+        }
+        if let Some(user) = &who.user {
+            if !self.users.contains_key(user) {
+                self.online.remove(user);
             }
         }
     }
@@ -429,12 +442,23 @@ impl Registry {
         out
     }
 
-    /// Online users and their connection counts, ordered by user id.
-    pub(crate) fn users(&self) -> BTreeMap<Arc<str>, usize> {
-        let mut out = BTreeMap::new();
+    /// The first `limit` online users after `cursor` (from the first without one) and their
+    /// connection counts, ordered by user id. Each shard's ordered index is read from the cursor
+    /// only while it can still improve the page, so a page costs the same however many users are
+    /// online.
+    pub(crate) fn users_after(&self, cursor: Option<&str>, limit: usize) -> BTreeMap<Arc<str>, usize> {
+        let after = cursor.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        let mut out: BTreeMap<Arc<str>, usize> = BTreeMap::new();
         for shard in self.shards.iter() {
-            for (user, ids) in &shard.lock().users {
-                out.insert(user.clone(), ids.len());
+            let shard = shard.lock();
+            for user in shard.online.range::<str, _>((after, std::ops::Bound::Unbounded)) {
+                if out.len() >= limit && out.last_key_value().is_some_and(|(last, _)| user >= last) {
+                    break;
+                }
+                out.insert(user.clone(), shard.users.get(user).map_or(0, Vec::len));
+                if out.len() > limit {
+                    out.pop_last();
+                }
             }
         }
         out

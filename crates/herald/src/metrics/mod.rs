@@ -11,7 +11,9 @@
 
 mod app;
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 pub use app::{AppMetrics, AppSnapshot, DropReason, Outcome, RedisOp, Target};
 
@@ -48,6 +50,8 @@ pub struct Metrics {
     redis_seconds: HistogramVec,
     webhook_seconds: HistogramVec,
     bus_lag_seconds: HistogramVec,
+    /// Tasks alive in the runtime serving the hub, node-wide (no `app` label).
+    pub(crate) runtime_tasks: IntGauge,
 }
 
 impl Default for Metrics {
@@ -77,7 +81,14 @@ impl Metrics {
             h
         };
         let app = &["app"][..];
+        let runtime_tasks = IntGauge::new(
+            "herald_runtime_tasks",
+            "Tasks alive in the runtime serving the hub (each stream holds one or two); a soak watches it for tasks that never end.",
+        )
+        .expect("a valid gauge");
+        registry.register(Box::new(runtime_tasks.clone())).expect("a name registered once");
         Self {
+            runtime_tasks,
             connections: gauge("herald_connections", "Open subscriber streams."),
             users_online: gauge("herald_users_online", "Distinct users with at least one open stream."),
             inbox_messages: gauge("herald_inbox_messages", "Unread, unexpired durable messages waiting in the store."),

@@ -97,6 +97,7 @@ mod tests {
             sub_addrs: Vec::new(),
             api_key: "k".into(),
             jwt_secret: "s".into(),
+            spread: Default::default(),
         };
         let all = requests(&target, 100);
         assert_eq!(all.len(), 7);

@@ -175,6 +175,7 @@ mod tests {
             sub_addrs: Vec::new(),
             api_key: "k".into(),
             jwt_secret: "s".into(),
+            spread: Default::default(),
         }
     }
 
