@@ -8,6 +8,7 @@ mod http;
 mod jwt;
 mod mercure;
 mod proc;
+mod prom;
 mod publisher;
 mod report;
 mod scenarios;

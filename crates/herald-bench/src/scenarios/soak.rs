@@ -226,9 +226,7 @@ async fn sample(common: &Common, args: &SoakArgs, secs: f64) -> Sample {
         Ok((_, body)) => String::from_utf8_lossy(&body).into_owned(),
         Err(_) => String::new(),
     };
-    let gauge = |name: &str| {
-        metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok()).unwrap_or(0.0)
-    };
+    let gauge = |name: &str| crate::prom::sum(&metrics, name).unwrap_or(0.0);
     let store_kb = args.store_path.as_ref().map_or(0.0, |p| {
         ["", "-wal", "-shm"]
             .iter()

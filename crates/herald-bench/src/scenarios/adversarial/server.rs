@@ -64,17 +64,7 @@ async fn metrics(addr: SocketAddr) -> Option<(u64, u64)> {
 }
 
 fn parse_metrics(text: &str) -> Option<(u64, u64)> {
-    // Summed over the series' label sets (one per app).
-    let value = |name: &str| {
-        let values = text.lines().filter_map(|l| {
-            let rest = l.strip_prefix(name)?;
-            let rest = rest
-                .strip_prefix(' ')
-                .or_else(|| rest.strip_prefix('{').and_then(|r| r.split_once("} ")).map(|(_, v)| v))?;
-            rest.trim().parse::<u64>().ok()
-        });
-        values.fold(None, |sum, v| Some(sum.unwrap_or(0) + v))
-    };
+    let value = |name: &str| crate::prom::sum(text, name).map(|v| v as u64);
     Some((value("herald_connections")?, value("herald_slow_client_drops_total")?))
 }
 
