@@ -151,6 +151,12 @@ pub struct Message {
     pub(crate) created: std::time::Instant,
 }
 
+/// The SSE id of message `seq`: the publisher's own (a Mercure custom id) when it gave one,
+/// else `<epoch>-<seq>`.
+pub(crate) fn wire_id(epoch: &str, seq: u64, durable: bool, custom: Option<String>) -> String {
+    custom.unwrap_or_else(|| crate::id::format(epoch, seq, durable))
+}
+
 impl Message {
     /// Builds a message and encodes its frame once.
     pub fn new(
@@ -178,10 +184,7 @@ impl Message {
         durable: bool,
         mercure: Option<MercureFields>,
     ) -> Self {
-        let id = match mercure.as_ref().and_then(|m| m.id.clone()) {
-            Some(custom) => custom,
-            None => crate::id::format(epoch, seq, durable),
-        };
+        let id = wire_id(epoch, seq, durable, mercure.as_ref().and_then(|m| m.id.clone()));
         let mut frame = crate::sse::event(Some(&id), event.as_deref(), &data);
         if let Some(retry) = mercure.as_ref().and_then(|m| m.retry) {
             frame = [format!("retry: {retry}\n").as_bytes(), &frame[..]].concat().into();

@@ -102,6 +102,21 @@ impl From<StoredMessage> for WireMessage {
     }
 }
 
+impl WireMessage {
+    /// The message as history holds it, at position `seq`.
+    fn stored(self, seq: u64) -> StoredMessage {
+        StoredMessage {
+            seq,
+            time_ms: self.time_ms,
+            targets: self.targets,
+            event: self.event,
+            data: self.data,
+            durable: self.durable,
+            mercure: self.mercure,
+        }
+    }
+}
+
 /// What the bus brings, in order.
 pub(crate) enum BusEvent {
     /// A published message.
@@ -192,9 +207,18 @@ impl Cluster {
         keys::space(app, self.topology.sharded())
     }
 
-    /// A command that publishes on an app's channel: sharded on Redis Cluster.
+    /// How this topology publishes on an app's channel: sharded on Redis Cluster.
+    fn publish_verb(&self) -> &'static str {
+        if self.topology.sharded() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
+    /// A command that publishes on an app's channel.
     fn publish_cmd(&self, channel: String, payload: String) -> redis::Cmd {
-        let mut cmd = redis::cmd(if self.topology.sharded() { "SPUBLISH" } else { "PUBLISH" });
+        let mut cmd = redis::cmd(self.publish_verb());
         cmd.arg(channel).arg(payload);
         cmd
     }
@@ -272,15 +296,7 @@ impl Cluster {
                 let seq: Option<u64> = entry.get("seq");
                 let json: Option<String> = entry.get("m");
                 if let (Some(seq), Some(Ok(m))) = (seq, json.map(|j| serde_json::from_str::<WireMessage>(&j))) {
-                    out.push(StoredMessage {
-                        seq,
-                        time_ms: m.time_ms,
-                        targets: m.targets,
-                        event: m.event,
-                        data: m.data,
-                        durable: m.durable,
-                        mercure: m.mercure,
-                    });
+                    out.push(m.stored(seq));
                 }
                 start = format!("({}", entry.id);
                 last = Some(entry.id);
@@ -313,7 +329,6 @@ impl Cluster {
         let script = scripts::publish();
         let mut keys = vec![keys::seq(&ns), keys::stream(&ns), keys::expiry(&ns), keys::epoch(&ns)];
         let mut call = redis::cmd("EVALSHA");
-        let command = if self.topology.sharded() { "SPUBLISH" } else { "PUBLISH" };
         let (record, expires_ms, users) = match durable {
             Some((durable, record)) => {
                 for user in &durable.users {
@@ -326,7 +341,13 @@ impl Cluster {
             None => (String::new(), 0, &[][..]),
         };
         call.arg(script.get_hash()).arg(keys.len()).arg(&keys);
-        call.arg(json).arg(keys::bus(&ns)).arg(limits.max_len).arg(record).arg(expires_ms).arg(command).arg(floor);
+        call.arg(json)
+            .arg(keys::bus(&ns))
+            .arg(limits.max_len)
+            .arg(record)
+            .arg(expires_ms)
+            .arg(self.publish_verb())
+            .arg(floor);
         call.arg(users);
         // The script, then (with `redis_min_replicas`) WAIT, in one pipeline: on Redis Cluster
         // the pipeline goes where its keys are, so WAIT asks the primary that ran the script. A

@@ -166,10 +166,7 @@ async fn publish_one(app: &App, cluster: &Cluster, report_wait: Duration, p: Pub
     let epoch = app.log.lock().epoch.clone();
     let unreported_nodes = peers.saturating_sub(reported);
     Ok(Published {
-        id: match wire.mercure.and_then(|m| m.id) {
-            Some(custom) => custom,
-            None => crate::id::format(&epoch, seq, wire.durable),
-        },
+        id: crate::message::wire_id(&epoch, seq, wire.durable, wire.mercure.and_then(|m| m.id)),
         delivered: here + there,
         complete: known && unreported_nodes == 0,
         unreported_nodes,
