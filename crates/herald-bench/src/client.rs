@@ -1,20 +1,26 @@
-//! One light SSE subscriber: a plain TcpStream, a hand-written request, a 2 KiB read buffer and
-//! the incremental parsers. Thousands of these run on one thread of a worker process.
+//! One light SSE subscriber: over plain HTTP/1.1 a TcpStream, a hand-written request, a 2 KiB
+//! read buffer and the incremental parsers; over TLS or HTTP/2 (see `transport`) the same parsers
+//! behind rustls or the h2 crate. Thousands of these run on one thread of a worker process.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 
+use bytes::Bytes;
 use hdrhistogram::Histogram;
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpSocket;
+use tokio::sync::{watch, OnceCell, Semaphore};
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
 
 use crate::http::{parse_head, Chunked};
 use crate::sse::{Event, Parser};
 use crate::stats::{histogram_pairs, new_histogram, Seen, Tally};
 use crate::targets::Target;
+use crate::transport::{Transport, TransportArgs};
 
 const READ_BUF: usize = 2048;
 /// Source addresses each carry this many clients, far below the ~28k ephemeral ports of one.
@@ -37,9 +43,17 @@ struct Msg {
     n: u64,
 }
 
+/// An HTTP/2 connection that several subscribers share, opened by the first of them.
+type H2Conn = Rc<OnceCell<h2::client::SendRequest<Bytes>>>;
+
 /// State of all clients of one worker (one thread, hence `Rc`/`RefCell`).
 pub struct Shared {
     pub target: Target,
+    transport: Transport,
+    streams_per_conn: u32,
+    tls: Option<TlsConnector>,
+    /// HTTP/2 connections by server and group of `streams_per_conn` subscribers.
+    h2: RefCell<HashMap<(SocketAddr, u32), H2Conn>>,
     pub gate: Semaphore,
     pub failed: Cell<u32>,
     /// Streams open right now, so that going offline can wait until all are closed.
@@ -52,9 +66,13 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(target: Target, connect_concurrency: usize) -> Self {
-        Shared {
+    pub fn new(target: Target, transport: &TransportArgs, connect_concurrency: usize) -> Result<Self, String> {
+        Ok(Shared {
             target,
+            transport: transport.transport,
+            streams_per_conn: transport.streams_per_conn.max(1),
+            tls: transport.connector()?,
+            h2: RefCell::new(HashMap::new()),
             gate: Semaphore::new(connect_concurrency),
             failed: Cell::new(0),
             open_streams: Cell::new(0),
@@ -62,7 +80,7 @@ impl Shared {
             connected: RefCell::new(Vec::new()),
             tally: RefCell::new(Tally::default()),
             latency: RefCell::new(new_histogram()),
-        }
+        })
     }
 
     pub fn connected_in(&self, generation: u32) -> u32 {
@@ -167,28 +185,90 @@ fn source_addr(server: SocketAddr, index: u32, generation: u32) -> SocketAddr {
     SocketAddr::new(ip, 0)
 }
 
-/// A stream whose 200 head has been read.
-struct Opened {
-    stream: TcpStream,
-    chunked: bool,
-    /// Body bytes that arrived with the head.
-    buf: Vec<u8>,
+/// Plain TCP or TLS, read and written alike.
+trait Io: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> Io for T {}
+
+/// Where the body of an open stream comes from.
+enum Source {
+    /// HTTP/1.1; `early` says that `buf` holds body bytes that came with the head.
+    H1 { io: Box<dyn Io>, buf: Vec<u8>, early: bool },
+    /// One HTTP/2 stream; `chunk` keeps the last DATA frame's bytes while they are parsed.
+    H2 { body: h2::RecvStream, chunk: Bytes },
 }
 
-/// Connects, sends the request and waits for a 200 head.
+impl Source {
+    /// The next bytes of the body; `None` at its end or on an error. Cancel-safe.
+    async fn next(&mut self) -> Option<&[u8]> {
+        match self {
+            Source::H1 { io, buf, early } => {
+                if std::mem::take(early) && !buf.is_empty() {
+                    return Some(buf);
+                }
+                buf.resize(READ_BUF, 0);
+                match io.read(buf).await {
+                    Ok(0) | Err(_) => None,
+                    Ok(n) => Some(&buf[..n]),
+                }
+            }
+            Source::H2 { body, chunk } => {
+                *chunk = body.data().await?.ok()?;
+                // Reading is consuming: give the window back so the server may send more.
+                body.flow_control().release_capacity(chunk.len()).ok()?;
+                Some(chunk)
+            }
+        }
+    }
+}
+
+/// A stream whose 200 head has been read.
+struct Opened {
+    source: Source,
+    chunked: bool,
+}
+
+/// Opens subscriber `index`'s stream over the worker's transport.
 async fn open(shared: &Shared, index: u32, generation: u32, path: &str, last_id: &str) -> Result<Opened, String> {
     let _permit = shared.gate.acquire().await.map_err(|e| e.to_string())?;
     let server = shared.target.subscriber_addr(index);
+    if shared.transport.is_h2() {
+        let group = index / shared.streams_per_conn;
+        let conn = shared.h2.borrow_mut().entry((server, group)).or_default().clone();
+        let sender = conn.get_or_try_init(|| connect_h2(shared, server, index, generation)).await?;
+        let scheme = if shared.transport.is_tls() { "https" } else { "http" };
+        return open_h2(sender.clone(), &format!("{scheme}://{server}{path}"), last_id).await;
+    }
+    let io = connect(shared, server, index, generation).await?;
+    let request = shared.target.subscribe_request(server, path, last_id);
+    open_h1(io, &request).await
+}
+
+/// A TCP connection from subscriber `index`'s source address, wrapped in TLS when the transport
+/// says so.
+async fn connect(shared: &Shared, server: SocketAddr, index: u32, generation: u32) -> Result<Box<dyn Io>, String> {
     let socket = if server.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() };
     let socket = socket.map_err(|e| format!("socket: {e}"))?;
     let source = source_addr(server, index, generation);
     socket.bind(source).map_err(|e| format!("bind {source}: {e}"))?;
-    let mut stream = socket.connect(server).await.map_err(|e| format!("connect: {e}"))?;
-    let request = shared.target.subscribe_request(server, path, last_id);
-    stream.write_all(&request).await.map_err(|e| format!("write: {e}"))?;
+    let stream = socket.connect(server).await.map_err(|e| format!("connect: {e}"))?;
+    let Some(tls) = &shared.tls else { return Ok(Box::new(stream)) };
+    let tls = tls.connect(ServerName::IpAddress(server.ip().into()), stream).await;
+    let tls = tls.map_err(|e| format!("TLS: {e}"))?;
+    let alpn = tls.get_ref().1.alpn_protocol();
+    let wanted: &[u8] = if shared.transport.is_h2() { b"h2" } else { b"http/1.1" };
+    if alpn != Some(wanted) {
+        let chose = String::from_utf8_lossy(alpn.unwrap_or(b"nothing"));
+        return Err(format!("ALPN chose {chose}, not {}", String::from_utf8_lossy(wanted)));
+    }
+    Ok(Box::new(tls))
+}
+
+/// Sends the request and waits for a 200 head.
+async fn open_h1(mut io: Box<dyn Io>, request: &[u8]) -> Result<Opened, String> {
+    io.write_all(request).await.map_err(|e| format!("write: {e}"))?;
     let mut buf = Vec::with_capacity(READ_BUF);
     loop {
-        let n = stream.read_buf(&mut buf).await.map_err(|e| format!("read: {e}"))?;
+        let n = io.read_buf(&mut buf).await.map_err(|e| format!("read: {e}"))?;
         if n == 0 {
             return Err("closed before the response head".into());
         }
@@ -198,12 +278,50 @@ async fn open(shared: &Shared, index: u32, generation: u32, path: &str, last_id:
                 return Err(format!("status {}: {}", head.status, body.trim()));
             }
             buf.drain(..len);
-            return Ok(Opened { stream, chunked: head.chunked, buf });
+            return Ok(Opened { source: Source::H1 { io, buf, early: true }, chunked: head.chunked });
         }
         if buf.len() >= READ_BUF {
             return Err("response head too large".into());
         }
     }
+}
+
+/// Opens the HTTP/2 connection a group of subscribers shares; its driver runs as a task of its
+/// own until the connection ends.
+async fn connect_h2(
+    shared: &Shared,
+    server: SocketAddr,
+    index: u32,
+    generation: u32,
+) -> Result<h2::client::SendRequest<Bytes>, String> {
+    let io = connect(shared, server, index, generation).await?;
+    let (sender, conn) = h2::client::handshake(io).await.map_err(|e| format!("HTTP/2 handshake: {e}"))?;
+    tokio::task::spawn_local(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// Opens one stream on a shared HTTP/2 connection and waits for a 200 response.
+async fn open_h2(sender: h2::client::SendRequest<Bytes>, uri: &str, last_id: &str) -> Result<Opened, String> {
+    let mut sender = sender.ready().await.map_err(|e| format!("HTTP/2: {e}"))?;
+    let mut request = http::Request::get(uri).header("accept", "text/event-stream");
+    if !last_id.is_empty() {
+        request = request.header("last-event-id", last_id);
+    }
+    let request = request.body(()).map_err(|e| e.to_string())?;
+    let (response, _) = sender.send_request(request, true).map_err(|e| format!("HTTP/2 request: {e}"))?;
+    let response = response.await.map_err(|e| format!("HTTP/2 response: {e}"))?;
+    let status = response.status();
+    let mut body = response.into_body();
+    if status != http::StatusCode::OK {
+        let text = match body.data().await {
+            Some(Ok(b)) => String::from_utf8_lossy(&b).trim().to_string(),
+            _ => String::new(),
+        };
+        return Err(format!("status {}: {text}", status.as_u16()));
+    }
+    Ok(Opened { source: Source::H2 { body, chunk: Bytes::new() }, chunked: false })
 }
 
 async fn read(
@@ -213,7 +331,7 @@ async fn read(
     last_id: &mut String,
     phase: &mut watch::Receiver<Phase>,
 ) -> Ended {
-    let Opened { mut stream, chunked, mut buf } = opened;
+    let Opened { mut source, chunked } = opened;
     let mut chunked = chunked.then(Chunked::default);
     let mut parser = Parser::default();
     let resumed_from = last_id.clone();
@@ -227,20 +345,13 @@ async fn read(
             }
         }
     };
-    let mut ended = match feed(&buf, &mut parser) {
-        Ok(false) => None,
-        _ => Some(Ended::Broken),
-    };
-    buf.resize(READ_BUF, 0);
+    let mut ended = None;
     while ended.is_none() {
         tokio::select! {
-            r = stream.read(&mut buf) => {
-                ended = match r {
-                    Ok(0) | Err(_) => Some(Ended::Broken),
-                    Ok(n) => match feed(&buf[..n], &mut parser) {
-                        Ok(false) => None,
-                        _ => Some(Ended::Broken),
-                    },
+            r = source.next() => {
+                ended = match r.map(|bytes| feed(bytes, &mut parser)) {
+                    Some(Ok(false)) => None,
+                    _ => Some(Ended::Broken),
                 };
             }
             _ = phase.changed() => ended = Some(Ended::Asked),

@@ -8,15 +8,17 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use crate::stats::Tally;
 use crate::targets::{Mode, Target};
+use crate::transport::TransportArgs;
 use crate::worker::{Line, OFFLINE, ONLINE, STATS};
 
-/// How a fleet is laid out over processes.
-#[derive(Debug, Clone, Copy)]
+/// How a fleet is laid out over processes, and how its subscribers connect.
+#[derive(Debug, Clone)]
 pub struct Layout {
     /// Worker processes; `None` picks as few as `per_worker` allows.
     pub workers: Option<usize>,
     pub per_worker: u32,
     pub connect_concurrency: usize,
+    pub transport: TransportArgs,
 }
 
 struct Worker {
@@ -76,6 +78,7 @@ impl Fleet {
                 .args(["--first", &start.to_string()])
                 .args(["--count", &share.to_string()])
                 .args(["--connect-concurrency", &layout.connect_concurrency.to_string()])
+                .args(layout.transport.to_args())
                 .env("HERALD_API_KEY", &target.api_key)
                 .env("HERALD_JWT_SECRET", &target.jwt_secret)
                 .stdin(Stdio::piped())

@@ -15,6 +15,7 @@ mod scenarios;
 mod sse;
 mod stats;
 mod targets;
+mod transport;
 mod worker;
 
 use clap::{Parser, Subcommand};

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use crate::client::{self, Phase, Shared};
 use crate::stats::Tally;
 use crate::targets::{Mode, Target};
+use crate::transport::TransportArgs;
 
 /// Longest wait for a block of clients to connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(180);
@@ -32,6 +33,8 @@ pub struct WorkerArgs {
     /// Connection attempts in flight at once.
     #[arg(long, default_value_t = 200)]
     pub connect_concurrency: usize,
+    #[command(flatten)]
+    pub transport: TransportArgs,
 }
 
 /// A line a worker writes.
@@ -58,7 +61,8 @@ pub const ONLINE: &str = "online";
 
 pub async fn run(args: WorkerArgs) -> std::io::Result<()> {
     let paths: Vec<String> = (0..args.count).map(|i| args.target.subscribe_path(args.mode, args.first + i)).collect();
-    let shared = Rc::new(Shared::new(args.target.clone(), args.connect_concurrency));
+    let shared = Shared::new(args.target.clone(), &args.transport, args.connect_concurrency);
+    let shared = Rc::new(shared.map_err(std::io::Error::other)?);
     let (phase_tx, phase_rx) = watch::channel(Phase::Online(0));
     let started = Instant::now();
     for (i, path) in paths.into_iter().enumerate() {

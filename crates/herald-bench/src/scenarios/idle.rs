@@ -1,5 +1,5 @@
-//! `idle`: N connections that only listen. Measures connections per second (with the hub's token
-//! verification) and server memory per open stream.
+//! `idle`: N streams that only listen. Measures connections per second (with the hub's token
+//! verification) and server memory per open stream, over any of the transports (`--transport`).
 
 use std::time::Duration;
 
@@ -8,6 +8,7 @@ use clap::Args;
 use super::{add_connected, Common};
 use crate::report::Report;
 use crate::targets::Mode;
+use crate::transport::TransportArgs;
 
 #[derive(Debug, Clone, Args)]
 pub struct IdleArgs {
@@ -16,13 +17,17 @@ pub struct IdleArgs {
     /// Pause after connecting before memory is sampled.
     #[arg(long, default_value_t = 2.0)]
     pub settle_secs: f64,
+    #[command(flatten)]
+    pub transport: TransportArgs,
 }
 
 pub async fn run(common: &Common, args: &IdleArgs) -> std::io::Result<Report> {
     let mut r = common.report("idle");
     let before = common.sample();
-    let (fleet, connected) = common.fleet(Mode::Channel, 0, args.connections).await?;
+    let (fleet, connected) = common.fleet_over(Mode::Channel, 0, args.connections, args.transport.clone()).await?;
     add_connected(&mut r, &connected);
+    let t = &args.transport;
+    r.note(format!("transport {}, {} stream(s) per connection", t.transport.name(), t.streams_per_conn));
     r.add("connect_time", connected.secs, "s", "lower").add("connections_per_s", connected.per_sec(), "1/s", "higher");
     tokio::time::sleep(Duration::from_secs_f64(args.settle_secs)).await;
     if let (Some(b), Some(a)) = (before, common.sample()) {

@@ -23,6 +23,7 @@ use crate::publisher::{self, Plan, Published};
 use crate::report::Report;
 use crate::stats::{summarize, Tally};
 use crate::targets::{Mode, Target, To};
+use crate::transport::TransportArgs;
 
 /// How long deliveries may stall before the missing ones count as lost.
 pub const QUIET: Duration = Duration::from_secs(5);
@@ -66,10 +67,22 @@ impl Common {
     }
 
     pub async fn fleet(&self, mode: Mode, first: u32, count: u32) -> std::io::Result<(Fleet, Connected)> {
+        self.fleet_over(mode, first, count, TransportArgs::default()).await
+    }
+
+    /// Like [`Common::fleet`], the subscribers connecting over `transport`.
+    pub async fn fleet_over(
+        &self,
+        mode: Mode,
+        first: u32,
+        count: u32,
+        transport: TransportArgs,
+    ) -> std::io::Result<(Fleet, Connected)> {
         let layout = Layout {
             workers: self.workers,
             per_worker: self.per_worker,
             connect_concurrency: self.connect_concurrency,
+            transport,
         };
         Fleet::start(&self.target, mode, first, count, layout).await
     }
