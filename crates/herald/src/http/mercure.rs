@@ -60,8 +60,8 @@ pub(crate) async fn subscribe(State(hub): State<Hub>, parts: Parts) -> Result<Re
 }
 
 /// Opens the Mercure stream `parts` asks for: its app, its body and its response head (without
-/// CORS, which the caller adds). Both stream paths (hyper and the direct one for plain
-/// HTTP/1.1) answer with exactly this. A refusal names the app too, for its CORS headers.
+/// CORS, which the caller adds). Both stream paths (hyper and the direct one for HTTP/1.1)
+/// answer with exactly this. A refusal names the app too, for its CORS headers.
 pub(crate) async fn stream(
     hub: &Hub,
     parts: &Parts,

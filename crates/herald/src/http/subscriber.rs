@@ -47,7 +47,7 @@ pub(crate) async fn events(State(hub): State<Hub>, parts: Parts) -> Result<Respo
 }
 
 /// The head of an accepted stream of `app`, CORS included. Both stream paths (hyper and the
-/// direct one for plain HTTP/1.1) send exactly this, so they cannot drift apart.
+/// direct one for HTTP/1.1) send exactly this, so they cannot drift apart.
 pub(crate) fn stream_head(hub: &Hub, app: &str, origin: Option<&HeaderValue>) -> http::Response<()> {
     let mut head = http::Response::new(());
     let headers = head.headers_mut();

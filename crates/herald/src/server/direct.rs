@@ -1,12 +1,13 @@
-//! The lean path for `GET /events` (and Mercure's `GET /.well-known/mercure`) over plain HTTP/1.1.
+//! The lean path for `GET /events` (and Mercure's `GET /.well-known/mercure`) over HTTP/1.1,
+//! plain or over TLS.
 //!
 //! An idle stream is most of what a push hub holds, so its cost decides how many fit on a box.
-//! Through hyper, each one keeps an 8 KiB read buffer and a write buffer for its whole life.
-//! Here the request head is read into a small buffer that is dropped once parsed, and the
-//! stream keeps only its socket, its queue and a small task of its own: the response is written raw (no
-//! chunked framing, delimited by the connection's close), each wakeup writing everything
-//! queued in one call. Any other request — and HTTP/2, TLS, HTTP/1.0 — goes to hyper with the
-//! bytes already read replayed first.
+//! Through hyper, each one keeps a read buffer of 8 to 16 KiB and a write buffer for its whole
+//! life. Here the request head is read into a small buffer that is dropped once parsed, and the
+//! stream keeps only its transport (the socket, or the socket and its TLS session), its queue and
+//! a small task of its own: the response is written raw (no chunked framing, delimited by the
+//! connection's close), each wakeup writing everything queued in one call. Any other request —
+//! and HTTP/2, HTTP/1.0 — goes to hyper with the bytes already read replayed first.
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,8 +19,7 @@ use std::task::Poll;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::BodyExt;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::rewind::Rewind;
 use crate::http::{cors, mercure_stream, no_body, stream_head, subscriber, Problem};
@@ -38,17 +38,20 @@ enum Kind {
 pub(crate) const MAX_HEAD: usize = 16 * 1024;
 
 /// What the first request of a connection turned out to be.
-pub(super) enum Accepted {
+pub(super) enum Accepted<T> {
     /// A subscribed stream, ready to run in a task of its own.
-    Stream(Stream),
+    Stream(Stream<T>),
     /// Anything else: hyper's, with the bytes read so far.
-    Other(Rewind<TcpStream>),
+    Other(Rewind<T>),
     /// Answered (a refused subscription) or closed.
     Done,
 }
 
 /// Reads the first request head; subscribes it if it is a `GET /events`.
-pub(super) async fn accept(stream: TcpStream, hub: &Hub, remote: SocketAddr) -> io::Result<Accepted> {
+pub(super) async fn accept<T>(stream: T, hub: &Hub, remote: SocketAddr) -> io::Result<Accepted<T>>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
     let deadline = tokio::time::Instant::now() + hub.config().head_timeout();
     let (socket, parts, kind) = match read_head(stream, remote, deadline).await? {
         Read::Events(socket, parts, kind) => (socket, parts, kind),
@@ -109,9 +112,9 @@ fn serialize_head<B>(response: &http::Response<B>) -> Vec<u8> {
     head
 }
 
-enum Read {
-    Events(TcpStream, Box<http::request::Parts>, Kind),
-    Other(Rewind<TcpStream>),
+enum Read<T> {
+    Events(T, Box<http::request::Parts>, Kind),
+    Other(Rewind<T>),
     Closed,
 }
 
@@ -119,7 +122,11 @@ enum Read {
 /// whole head must arrive by `deadline`, however it is split: a client trickling one byte at a
 /// time does not hold the socket past it. Later requests on a kept-alive connection get the
 /// same deadline from hyper's `header_read_timeout`.
-async fn read_head(mut stream: TcpStream, remote: SocketAddr, deadline: tokio::time::Instant) -> io::Result<Read> {
+async fn read_head<T: AsyncRead + Unpin>(
+    mut stream: T,
+    remote: SocketAddr,
+    deadline: tokio::time::Instant,
+) -> io::Result<Read<T>> {
     let mut buf = BytesMut::with_capacity(1024);
     loop {
         let read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf))
@@ -196,13 +203,13 @@ pub(crate) fn parse_head(buf: &[u8], remote: SocketAddr) -> Head {
 /// A subscribed stream: the socket, the queue, and the response head still to write. This is
 /// all an idle stream holds, so it runs as a task of its own, apart from the larger future that
 /// read and subscribed it.
-pub(super) struct Stream {
-    socket: TcpStream,
+pub(super) struct Stream<T> {
+    socket: T,
     body: StreamBody,
     head: Vec<u8>,
 }
 
-impl Stream {
+impl<T: AsyncRead + AsyncWrite + Unpin> Stream<T> {
     /// Writes the stream until it ends, its client goes away, or its queue overflows. Between
     /// writes the task waits on its queue and on the socket becoming readable, which is how a
     /// client's close is noticed without a heartbeat. Every wakeup writes all that is queued.
@@ -233,6 +240,12 @@ impl Stream {
                 }
                 continue;
             }
+            // TLS may keep records the socket did not take (a no-op for a plain socket).
+            match Pin::new(&mut socket).poll_flush(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return body.poll_aborted(cx).map(|()| Ok(false)),
+            }
             match body.poll_next(cx) {
                 Poll::Ready(Some(Ok(bytes))) => {
                     pending = bytes;
@@ -242,14 +255,12 @@ impl Stream {
                 Poll::Ready(None) => return Poll::Ready(Ok(true)),
                 Poll::Pending => {}
             }
-            // Nothing to write: notice a client that closed its side.
-            match socket.poll_read_ready(cx) {
-                Poll::Ready(Ok(())) => match socket.try_read(&mut [0u8; 64]) {
-                    Ok(0) => return Poll::Ready(Ok(false)),
-                    Ok(_) => continue,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return Poll::Ready(Err(e)),
-                },
+            // Nothing to write: notice a client that closed its side (what it sends is ignored).
+            let mut scratch = [0u8; 64];
+            let mut scratch = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut socket).poll_read(cx, &mut scratch) {
+                Poll::Ready(Ok(())) if scratch.filled().is_empty() => return Poll::Ready(Ok(false)),
+                Poll::Ready(Ok(())) => continue,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             }
@@ -262,7 +273,7 @@ impl Stream {
     }
 }
 
-async fn write_problem(mut stream: TcpStream, response: Response) -> io::Result<()> {
+async fn write_problem<T: AsyncWrite + Unpin>(mut stream: T, response: Response) -> io::Result<()> {
     let (mut head, body) = response.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     head.headers.insert(http::header::CONTENT_LENGTH, body.len().into());

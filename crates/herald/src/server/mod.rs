@@ -1,5 +1,6 @@
 //! Serving the router: HTTP/1.1 and HTTP/2 (cleartext prior knowledge, or TLS with ALPN) on one
-//! listener, and a graceful shutdown with a deadline.
+//! listener, and a graceful shutdown with a deadline. The hub's HTTP/1.1 streams, plain or over
+//! TLS, take the lean path of `direct`.
 
 pub(crate) mod direct;
 mod rewind;
@@ -66,8 +67,8 @@ pub fn tls_acceptor(config: &Config) -> Result<Option<TlsAcceptor>, ConfigError>
     Ok(Some(TlsAcceptor::from(Arc::new(tls))))
 }
 
-/// Serves the hub's own endpoints on `listener` until `shutdown` resolves; plain HTTP/1.1
-/// streams take the lean path of `direct`. See [`serve`] for shutdown.
+/// Serves the hub's own endpoints on `listener` until `shutdown` resolves; HTTP/1.1 streams
+/// (plain or over TLS) take the lean path of `direct`. See [`serve`] for shutdown.
 ///
 /// # Errors
 ///
@@ -150,30 +151,23 @@ async fn run(
             };
             match &tls {
                 Some(tls) => {
-                    let tls = tls.clone();
+                    let (tls, hub, tasks_inner) = (tls.clone(), hub.clone(), tasks.clone());
                     tasks.spawn(async move {
-                        match tls.accept(stream).await {
+                        // Boxed: the TLS session is 1.2 KiB, and the futures that hold the
+                        // connection for its whole life would each keep a copy of it inline.
+                        match tls.accept(stream).await.map(Box::new) {
+                            // HTTP/1.1 over TLS takes the lean path too; HTTP/2 by ALPN is hyper's.
+                            Ok(stream) if direct && stream.get_ref().1.alpn_protocol() != Some(b"h2") => {
+                                serve_direct(stream, conn, &hub, &tasks_inner).await;
+                            }
                             Ok(stream) => conn.serve_http(stream).await,
                             Err(error) => tracing::debug!(%error, "TLS handshake failed."),
                         }
                     });
                 }
-                // A separate, small task per stream: the hyper connection future is several times
-                // the size of a direct stream's, and a task's memory is the size of its future.
                 None if direct => {
                     let (hub, tasks_inner) = (hub.clone(), tasks.clone());
-                    tasks.spawn(async move {
-                        match direct::accept(stream, &hub, remote).await {
-                            Ok(direct::Accepted::Stream(stream)) => {
-                                tasks_inner.spawn(stream.run());
-                            }
-                            Ok(direct::Accepted::Other(rewound)) => {
-                                tasks_inner.spawn(conn.serve_http(rewound));
-                            }
-                            Ok(direct::Accepted::Done) => {}
-                            Err(error) => tracing::debug!(%error, "Could not read a request."),
-                        }
-                    });
+                    tasks.spawn(async move { serve_direct(stream, conn, &hub, &tasks_inner).await });
                 }
                 None => {
                     tasks.spawn(conn.serve_http(stream));
@@ -195,6 +189,25 @@ async fn run(
     }
     hub.flush().await;
     Ok(())
+}
+
+/// Reads the first request of `io`: a stream subscribed by it runs in a separate, small task, since
+/// the hyper connection future is several times the size of a direct stream's and a task's memory
+/// is the size of its future; anything else is served by hyper.
+async fn serve_direct<I>(io: I, conn: Connection, hub: &Hub, tasks: &TaskTracker)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match direct::accept(io, hub, conn.remote).await {
+        Ok(direct::Accepted::Stream(stream)) => {
+            tasks.spawn(stream.run());
+        }
+        Ok(direct::Accepted::Other(rewound)) => {
+            tasks.spawn(conn.serve_http(rewound));
+        }
+        Ok(direct::Accepted::Done) => {}
+        Err(error) => tracing::debug!(%error, "Could not read a request."),
+    }
 }
 
 /// What serving one accepted connection through hyper needs.
