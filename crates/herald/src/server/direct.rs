@@ -213,24 +213,31 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Stream<T> {
     /// Writes the stream until it ends, its client goes away, or its queue overflows. Between
     /// writes the task waits on its queue and on the socket becoming readable, which is how a
     /// client's close is noticed without a heartbeat. Every wakeup writes all that is queued.
-    pub(super) async fn run(self) {
-        if let Err(error) = self.write().await {
-            tracing::debug!(%error, "Stream ended with an error.");
+    ///
+    /// The stream is moved into the future once and borrowed from there: an `async fn` taking
+    /// `self` by value keeps a second copy of it in the task (rustc moves the argument into a
+    /// local), and destructuring it a third.
+    #[allow(clippy::manual_async_fn)]
+    pub(super) fn run(mut self) -> impl std::future::Future<Output = ()> {
+        async move {
+            if let Err(error) = self.write().await {
+                tracing::debug!(%error, "Stream ended with an error.");
+            }
         }
     }
 
     /// One hand-written poll loop rather than nested `select!`s: the state that lives as long as
     /// the stream is just the socket, the queue handle and the bytes being written.
-    async fn write(self) -> io::Result<()> {
-        let Self { mut socket, mut body, mut head } = self;
+    async fn write(&mut self) -> io::Result<()> {
+        let Self { socket, body, head } = self;
         // The connect frames are already queued: they go out with the head in one write.
         if let Some(Ok(Ok(data))) = body.frame().await.map(|f| f.map(|f| f.into_data())) {
             head.extend_from_slice(&data);
         }
-        let mut pending = Bytes::from(head);
+        let mut pending = Bytes::from(std::mem::take(head));
         let ended = std::future::poll_fn(|cx| loop {
             if !pending.is_empty() {
-                match Pin::new(&mut socket).poll_write(cx, &pending) {
+                match Pin::new(&mut *socket).poll_write(cx, &pending) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                     Poll::Ready(Ok(n)) if n == pending.len() => pending = Bytes::new(), // release the buffer
                     Poll::Ready(Ok(n)) => pending.advance(n),
@@ -241,7 +248,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Stream<T> {
                 continue;
             }
             // TLS may keep records the socket did not take (a no-op for a plain socket).
-            match Pin::new(&mut socket).poll_flush(cx) {
+            match Pin::new(&mut *socket).poll_flush(cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return body.poll_aborted(cx).map(|()| Ok(false)),
@@ -258,7 +265,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Stream<T> {
             // Nothing to write: notice a client that closed its side (what it sends is ignored).
             let mut scratch = [0u8; 64];
             let mut scratch = ReadBuf::new(&mut scratch);
-            match Pin::new(&mut socket).poll_read(cx, &mut scratch) {
+            match Pin::new(&mut *socket).poll_read(cx, &mut scratch) {
                 Poll::Ready(Ok(())) if scratch.filled().is_empty() => return Poll::Ready(Ok(false)),
                 Poll::Ready(Ok(())) => continue,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
