@@ -132,6 +132,24 @@ pub(crate) async fn publish(
     Ok(Json(hub.publish(&app, body.into()).await?).into_response())
 }
 
+/// [`publish`] for the server's lean path, which has read the head and the whole body itself
+/// (`key`: the bearer credential, if any). The same steps in the same order, so the answers
+/// are the same.
+pub(crate) async fn publish_raw(hub: &Hub, key: Option<&str>, body: &[u8]) -> Response {
+    let answer = async {
+        let ApiApp(app) = ApiApp::of_key(hub, key)?;
+        let body: PublishBody = super::extract::json(body)?;
+        publish(State(hub.clone()), ApiApp(app), JsonBody(body)).await
+    };
+    answer.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The refusal [`publish_raw`] would answer for `key`: checked before the body is read, so a
+/// client without a valid key never has one buffered.
+pub(crate) fn refused_key(hub: &Hub, key: Option<&str>) -> Option<Response> {
+    ApiApp::of_key(hub, key).err().map(IntoResponse::into_response)
+}
+
 /// `POST /api/publish/batch`: an array in, an array of answers (or per-item problems) out. The
 /// parse stops at the first item past `limits.max_batch`.
 #[utoipa::path(post, path = "/api/publish/batch", tag = "publish", security(("api_key" = [])),

@@ -2,6 +2,7 @@
 //! listener, and a graceful shutdown with a deadline.
 
 pub(crate) mod direct;
+pub(crate) mod publish;
 mod rewind;
 
 use std::future::Future;
@@ -166,6 +167,17 @@ async fn run(
                         match direct::accept(stream, &hub, remote).await {
                             Ok(direct::Accepted::Stream(stream)) => {
                                 tasks_inner.spawn(stream.run());
+                            }
+                            Ok(direct::Accepted::Publish(stream, buf)) => {
+                                tasks_inner.spawn(async move {
+                                    match publish::serve(stream, buf, &hub).await {
+                                        Ok(Some(rewound)) => conn.serve_http(rewound).await,
+                                        Ok(None) => {}
+                                        Err(error) => {
+                                            tracing::debug!(%error, "Publish connection ended with an error.")
+                                        }
+                                    }
+                                });
                             }
                             Ok(direct::Accepted::Other(rewound)) => {
                                 tasks_inner.spawn(conn.serve_http(rewound));
