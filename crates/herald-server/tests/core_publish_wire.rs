@@ -140,6 +140,9 @@ async fn refusals_are_problems_and_the_connection_stays_usable() {
     let hub = TestHub::start(config).await;
     let (mut sse, _) = Sse::connect(&hub.base, &format!("access_token={}", token("42", json!({})))).await;
     let mut wire = Wire::open(&hub).await;
+    // A connection that proved a key is still refused another one.
+    wire.send(&publish_request(API_KEY, &to_user("before"), "")).await;
+    assert_eq!(wire.answer().await.status, 200);
 
     let cases: [(Vec<u8>, u16, &str); 5] = [
         (publish_request("wrong-key-0123456789", &to_user("x"), ""), 401, "api-key-invalid"),
@@ -166,7 +169,8 @@ async fn refusals_are_problems_and_the_connection_stays_usable() {
     assert_eq!(wire.answer().await.status, 200);
     wire.send(&publish_request(API_KEY, &to_user("after"), "")).await;
     assert_eq!(wire.answer().await.status, 200);
-    // Only the accepted publish reached the subscriber.
+    // Only the accepted publishes reached the subscriber.
+    assert_eq!(sse.next_message().await.data, "before");
     assert_eq!(sse.next_message().await.data, "after");
 }
 

@@ -133,21 +133,18 @@ pub(crate) async fn publish(
 }
 
 /// [`publish`] for the server's lean path, which has read the head and the whole body itself
-/// (`key`: the bearer credential, if any). The same steps in the same order, so the answers
-/// are the same.
-pub(crate) async fn publish_raw(hub: &Hub, key: Option<&str>, body: &[u8]) -> Response {
+/// and checked the key with [`api_app`]: the same steps in the same order, so the same answers.
+pub(crate) async fn publish_raw(hub: &Hub, app: &str, body: &[u8]) -> Response {
     let answer = async {
-        let ApiApp(app) = ApiApp::of_key(hub, key)?;
         let body: PublishBody = super::extract::json(body)?;
-        publish(State(hub.clone()), ApiApp(app), JsonBody(body)).await
+        publish(State(hub.clone()), ApiApp(app.to_owned()), JsonBody(body)).await
     };
     answer.await.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// The refusal [`publish_raw`] would answer for `key`: checked before the body is read, so a
-/// client without a valid key never has one buffered.
-pub(crate) fn refused_key(hub: &Hub, key: Option<&str>) -> Option<Response> {
-    ApiApp::of_key(hub, key).err().map(IntoResponse::into_response)
+/// The app of `key`, the bearer credential of a request, or the refusal [`publish`] answers.
+pub(crate) fn api_app(hub: &Hub, key: Option<&str>) -> Result<String, Problem> {
+    ApiApp::of_key(hub, key).map(|ApiApp(app)| app)
 }
 
 /// `POST /api/publish/batch`: an array in, an array of answers (or per-item problems) out. The

@@ -18,7 +18,7 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use tower::util::MapRequestLayer;
 
-pub(crate) use api::{publish_raw, refused_key};
+pub(crate) use api::{api_app, publish_raw};
 pub(crate) use extract::bearer_of;
 pub use extract::ConnectionKill;
 pub(crate) use extract::{no_body, subscriber, timeout_problem};

@@ -11,9 +11,10 @@
 use std::io;
 use std::time::SystemTime;
 
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::{Buf, BytesMut};
 use http_body_util::BodyExt;
+use subtle::ConstantTimeEq;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -21,7 +22,7 @@ use tokio::time::Instant;
 use super::direct::MAX_HEAD;
 use super::rewind::Rewind;
 use crate::http::deadline::BodyTimeout;
-use crate::http::{publish_raw, refused_key, timeout_problem};
+use crate::http::{api_app, publish_raw, timeout_problem};
 use crate::hub::Hub;
 
 /// A publish head, parsed.
@@ -52,6 +53,9 @@ pub(super) async fn serve(
     hub: &Hub,
 ) -> io::Result<Option<Rewind<TcpStream>>> {
     let limit = crate::http::body_limit(hub);
+    // The last key this connection proved, and its app: a backend sends the same key every
+    // time, and this spares each publish the key's digest. Compared in constant time all the same.
+    let mut proven: Option<(String, String)> = None;
     loop {
         if buf.is_empty() {
             // Idle between requests: the shutdown closes the connection here, never mid-answer.
@@ -76,10 +80,24 @@ pub(super) async fn serve(
             }
         };
         let whole = head.len + head.body_len;
-        if buf.len() < whole {
-            if let Some(refusal) = refused_key(hub, head.key.as_deref()) {
-                socket.write_all(&serialize(refusal, true).await).await?;
-                return Ok(None);
+        let key = head.key.as_deref();
+        let known = proven
+            .as_ref()
+            .is_some_and(|(proven, _)| key.is_some_and(|k| bool::from(proven.as_bytes().ct_eq(k.as_bytes()))));
+        if !known {
+            match api_app(hub, key) {
+                Ok(app) => proven = key.map(|k| (k.to_owned(), app)),
+                // Refused before the body is read: a client without a valid key never has one
+                // buffered. A body already here is skipped and the connection kept.
+                Err(refusal) => {
+                    let complete = buf.len() >= whole;
+                    socket.write_all(&serialize(refusal.into_response(), head.close || !complete).await).await?;
+                    if head.close || !complete {
+                        return Ok(None);
+                    }
+                    buf.advance(whole);
+                    continue;
+                }
             }
         }
         let body_deadline = Instant::now() + hub.config().body_timeout();
@@ -97,7 +115,8 @@ pub(super) async fn serve(
                 }
             }
         }
-        let answer = publish_raw(hub, head.key.as_deref(), &buf[head.len..whole]).await;
+        let app = &proven.as_ref().expect("a proven key").1;
+        let answer = publish_raw(hub, app, &buf[head.len..whole]).await;
         buf.advance(whole);
         socket.write_all(&serialize(answer, head.close).await).await?;
         if head.close {
@@ -123,19 +142,20 @@ pub(crate) fn parse(buf: &[u8], limit: usize) -> Parsed {
     }
     let (mut body_len, mut key, mut close) = (None, None, false);
     for header in request.headers.iter() {
-        let name = header.name;
-        if name.eq_ignore_ascii_case("content-length") {
+        // By length first: most headers are none of these, and are passed over in one compare.
+        let is = |name: &str| header.name.len() == name.len() && header.name.eq_ignore_ascii_case(name);
+        if is("content-length") {
             let digits = std::str::from_utf8(header.value).ok().filter(|v| v.bytes().all(|b| b.is_ascii_digit()));
             match (body_len, digits.and_then(|v| v.parse::<usize>().ok())) {
                 (None, Some(n)) if n <= limit => body_len = Some(n),
                 // Repeated, malformed or over the limit: hyper answers these.
                 _ => return Parsed::Other,
             }
-        } else if ["transfer-encoding", "expect", "upgrade"].iter().any(|n| name.eq_ignore_ascii_case(n)) {
+        } else if is("transfer-encoding") || is("expect") || is("upgrade") {
             return Parsed::Other;
-        } else if name.eq_ignore_ascii_case("connection") {
+        } else if is("connection") {
             close |= header.value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
-        } else if name.eq_ignore_ascii_case("authorization") && key.is_none() {
+        } else if is("authorization") && key.is_none() {
             // As `HeaderValue::to_str` reads it: visible ASCII only, else no credential.
             let value = header.value.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b));
             key = Some(std::str::from_utf8(header.value).ok().filter(|_| value).and_then(crate::http::bearer_of));
@@ -169,10 +189,26 @@ async fn serialize(response: Response, close: bool) -> Vec<u8> {
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(format!("content-length: {}\r\ndate: ", body.len()).as_bytes());
-    out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
+    date(|date| out.extend_from_slice(date));
     out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(&body);
     out
+}
+
+/// The `Date` value of this second, formatted once a second per thread, as hyper does.
+fn date(write: impl FnOnce(&[u8])) {
+    thread_local! {
+        static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|(at, date)| {
+        if *at != second {
+            *at = second;
+            *date = httpdate::fmt_http_date(now);
+        }
+        write(date.as_bytes());
+    });
 }
 
 #[cfg(test)]
