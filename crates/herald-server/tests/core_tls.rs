@@ -155,3 +155,55 @@ async fn https_http1_streams_deliver_end_cleanly_and_notice_a_closed_client() {
     assert!(transcript.contains(&format!("id: {}\nevent: TLS\ndata: over http/1.1\n", sent.id)), "{transcript}");
     assert!(transcript.ends_with("\n1.1"), "{transcript}");
 }
+
+#[tokio::test]
+async fn https_http1_publishes_share_one_kept_alive_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hub, cert) = start_tls(dir.path()).await;
+    let url = hub.url(&format!("/events?access_token={}", token("42", json!({}))));
+    let reader = curl_http1(&cert, &url).spawn().unwrap();
+    eventually("the TLS stream is registered", || async { hub.hub.connection_count() == 1 }).await;
+    // Two publishes and a wrong key on one connection (curl reuses it; `-w` shows how many it opened).
+    let body = json!({"to": {"users": ["42"]}, "data": "over tls"}).to_string();
+    let publish = hub.url("/api/publish");
+    let mut curl = tokio::process::Command::from(tool("curl"));
+    curl.args(["-sS", "--http1.1", "--max-time", "10", "--cacert"]).arg(&cert);
+    curl.args(["-H", "content-type: application/json", "-d", &body, "-w", " %{http_code} %{num_connects}\n"]);
+    curl.args(["-H", &format!("authorization: Bearer {API_KEY}"), &publish, &publish]);
+    curl.args(["--next", "--http1.1", "--cacert"]).arg(&cert);
+    curl.args([
+        "-H",
+        "authorization: Bearer wrong-key-0123456789",
+        "-d",
+        &body,
+        "-w",
+        " %{http_code} %{num_connects}\n",
+    ]);
+    let out = curl.arg(&publish).output().await.unwrap();
+    let said = String::from_utf8(out.stdout).unwrap();
+    let answers: Vec<&str> = said.lines().collect();
+    assert_eq!(answers.len(), 3, "{said}");
+    assert!(answers[0].contains(r#""delivered":1"#) && answers[0].ends_with(" 200 1"), "{said}");
+    assert!(answers[1].contains(r#""delivered":1"#) && answers[1].ends_with(" 200 0"), "{said}");
+    assert!(answers[2].contains("api-key-invalid") && answers[2].ends_with(" 401 0"), "{said}");
+    hub.shutdown().await.unwrap();
+    let out = reader.wait_with_output().await.unwrap();
+    let transcript = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(transcript.matches("data: over tls\n").count(), 2, "{transcript}");
+}
+
+#[tokio::test]
+async fn a_client_that_never_completes_the_handshake_is_closed_after_the_head_timeout() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let mut config = config();
+    config.tls_cert = Some(cert);
+    config.tls_key = Some(key);
+    config.head_timeout_secs = 1;
+    let hub = TestHub::start(config).await;
+    let mut silent = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(WAIT, silent.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the server kept a connection that never started TLS");
+}

@@ -11,7 +11,8 @@ use crate::config::{Config, StoreKind};
 use crate::http::api::{parse_batch, PublishBody};
 use crate::hub::log::{Log, Resume};
 use crate::hub::{Hub, SubscribeRequest};
-use crate::server::direct::{self, Head};
+use crate::server::direct::{self, Head, Kind};
+use crate::server::publish::{self, Parsed};
 use crate::store::HistoryLimits;
 use crate::{Error, Publish};
 
@@ -22,6 +23,17 @@ pub enum Dispatch {
     ReadMore,
     /// Anything hyper answers: another request, or a stream request the fast path does not take.
     Hyper,
+    /// A Mercure stream request, whole.
+    Mercure,
+    /// A publish for the lean publish path: its body length, credential and `Connection: close`.
+    Publish {
+        /// `Content-Length`.
+        body_len: usize,
+        /// The bearer credential.
+        key: Option<String>,
+        /// Whether the client asked to close.
+        close: bool,
+    },
     /// A stream request: the app it names and what the subscriber presented.
     Stream {
         /// The app the request names.
@@ -32,16 +44,28 @@ pub enum Dispatch {
 }
 
 /// The decision `read_head` takes after a read that left `buf` (the same steps, in the same
-/// order), and the subscriber's request from a complete stream head.
+/// order), then the publish path's parse of a publish head, or the subscriber's request from a
+/// complete stream head.
 pub fn request_head(buf: &[u8]) -> Dispatch {
     let more = buf.len() < direct::MAX_HEAD;
-    match direct::is_events(buf) {
+    let kind = match direct::kind_of(buf) {
         None => return Dispatch::ReadMore,
-        Some(false) if direct::head_is_partial(buf) && more => return Dispatch::ReadMore,
-        Some(false) => return Dispatch::Hyper,
-        Some(true) => {}
+        Some(None) if direct::head_is_partial(buf) && more => return Dispatch::ReadMore,
+        Some(None) => return Dispatch::Hyper,
+        Some(Some(kind)) => kind,
+    };
+    if kind == Kind::Publish {
+        if direct::head_is_partial(buf) && more {
+            return Dispatch::ReadMore;
+        }
+        return match publish::parse(buf, crate::http::body_limit(hub())) {
+            Parsed::Publish(head) => Dispatch::Publish { body_len: head.body_len, key: head.key, close: head.close },
+            Parsed::Partial => Dispatch::ReadMore,
+            Parsed::Other => Dispatch::Hyper,
+        };
     }
     match direct::parse_head(buf, SocketAddr::from(([192, 0, 2, 1], 40000))) {
+        Head::Complete(_) if kind == Kind::Mercure => Dispatch::Mercure,
         Head::Complete(parts) => {
             let (app, request) = crate::http::subscriber(&parts, hub());
             Dispatch::Stream { app, request }

@@ -132,6 +132,21 @@ pub(crate) async fn publish(
     Ok(Json(hub.publish(&app, body.into()).await?).into_response())
 }
 
+/// [`publish`] for the server's lean path, which has read the head and the whole body itself
+/// and checked the key with [`api_app`]: the same steps in the same order, so the same answers.
+pub(crate) async fn publish_raw(hub: &Hub, app: &str, body: &[u8]) -> Response {
+    let answer = async {
+        let body: PublishBody = super::extract::json(body)?;
+        publish(State(hub.clone()), ApiApp(app.to_owned()), JsonBody(body)).await
+    };
+    answer.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The app of `key`, the bearer credential of a request, or the refusal [`publish`] answers.
+pub(crate) fn api_app(hub: &Hub, key: Option<&str>) -> Result<String, Problem> {
+    ApiApp::of_key(hub, key).map(|ApiApp(app)| app)
+}
+
 /// `POST /api/publish/batch`: an array in, an array of answers (or per-item problems) out. The
 /// parse stops at the first item past `limits.max_batch`.
 #[utoipa::path(post, path = "/api/publish/batch", tag = "publish", security(("api_key" = [])),

@@ -15,7 +15,7 @@ use tokio::time::{Instant, Sleep};
 /// The error a body reports once its deadline has passed.
 #[derive(Debug, thiserror::Error)]
 #[error("the request body did not arrive within {0} seconds (`body_timeout_secs`)")]
-pub(crate) struct BodyTimeout(u64);
+pub(crate) struct BodyTimeout(pub(crate) u64);
 
 /// Whether `error`, or anything it wraps, is a [`BodyTimeout`].
 pub(crate) fn timed_out<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyTimeout> {

@@ -24,7 +24,14 @@ impl FromRequestParts<Hub> for ApiApp {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, hub: &Hub) -> Result<Self, Problem> {
-        let key = bearer(&parts.headers).ok_or_else(|| {
+        Self::of_key(hub, bearer(&parts.headers))
+    }
+}
+
+impl ApiApp {
+    /// The app of `key`, the bearer credential of a request (`None`: it had none).
+    pub(crate) fn of_key(hub: &Hub, key: Option<&str>) -> Result<Self, Problem> {
+        let key = key.ok_or_else(|| {
             Problem::new(
                 StatusCode::UNAUTHORIZED,
                 "api-key-missing",
@@ -64,8 +71,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
         let RawBody(bytes) = RawBody::from_request(req, state).await?;
-        serde_json::from_slice(&bytes).map(Self).map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}")))
+        json(&bytes).map(Self)
     }
+}
+
+/// Parses a whole JSON body strictly, as [`JsonBody`] does.
+pub(crate) fn json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    serde_json::from_slice(bytes).map_err(|e| Problem::bad_request(format!("invalid JSON body: {e}")))
 }
 
 /// The whole body, within the size limit (413) and `body_timeout_secs` (408).
@@ -77,7 +89,7 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
     async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
         Bytes::from_request(req, state).await.map(Self).map_err(|e| {
             if let Some(timeout) = super::deadline::timed_out(&e) {
-                Problem::new(StatusCode::REQUEST_TIMEOUT, "body-timeout", timeout.to_string())
+                timeout_problem(timeout)
             } else if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 Problem::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
@@ -91,6 +103,11 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
     }
 }
 
+/// The answer to a body that missed its deadline.
+pub(crate) fn timeout_problem(timeout: &super::deadline::BodyTimeout) -> Problem {
+    Problem::new(StatusCode::REQUEST_TIMEOUT, "body-timeout", timeout.to_string())
+}
+
 /// The body of `POST /ack` and `POST /api/users/{id}/ack`.
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -100,7 +117,11 @@ pub(crate) struct AckBody {
 
 /// `Authorization: Bearer <token>`.
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    bearer_of(headers.get(header::AUTHORIZATION)?.to_str().ok()?)
+}
+
+/// The credential of an `Authorization` value of the bearer scheme.
+pub(crate) fn bearer_of(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }

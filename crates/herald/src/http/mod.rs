@@ -5,7 +5,7 @@ pub(crate) mod api;
 mod assets;
 mod bodies;
 pub(crate) mod cors;
-mod deadline;
+pub(crate) mod deadline;
 mod extract;
 mod mercure;
 pub mod openapi;
@@ -18,8 +18,10 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use tower::util::MapRequestLayer;
 
+pub(crate) use api::{api_app, publish_raw};
+pub(crate) use extract::bearer_of;
 pub use extract::ConnectionKill;
-pub(crate) use extract::{no_body, subscriber};
+pub(crate) use extract::{no_body, subscriber, timeout_problem};
 pub(crate) use mercure::stream as mercure_stream;
 pub(crate) use problem::Problem;
 pub use send::Signed;
@@ -27,10 +29,15 @@ pub(crate) use subscriber::stream_head;
 
 use crate::hub::Hub;
 
+/// The largest body any endpoint but a batch takes: the largest payload JSON-escaped, and room
+/// for the rest of a publish.
+pub(crate) fn body_limit(hub: &Hub) -> usize {
+    hub.config().all_apps().map(|(_, a)| a.limits.max_payload_bytes).max().unwrap_or(0) * 4 + 64 * 1024
+}
+
 /// Every endpoint of the hub, with its state applied.
 pub fn router(hub: Hub) -> Router {
-    let body_limit =
-        hub.config().all_apps().map(|(_, a)| a.limits.max_payload_bytes).max().unwrap_or(0) * 4 + 64 * 1024;
+    let body_limit = body_limit(&hub);
     let batch_limit =
         hub.config().all_apps().map(|(_, a)| a.limits.max_payload_bytes * a.limits.max_batch).max().unwrap_or(0);
     let body_timeout = hub.config().body_timeout();

@@ -26,14 +26,18 @@ use crate::http::{cors, mercure_stream, no_body, stream_head, subscriber, Proble
 use crate::hub::{Hub, StreamBody};
 
 const PREFIX: &[u8] = b"GET /events";
-const MERCURE_PREFIX: &[u8] = b"GET /.well-known/mercure";
 
-/// Which stream a request head asks for.
+/// Which lean path a request head asks for.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Events,
     Mercure,
+    Publish,
 }
+
+/// The request lines served here, and the path serving each.
+const LEAN: [(&[u8], Kind); 3] =
+    [(PREFIX, Kind::Events), (b"GET /.well-known/mercure", Kind::Mercure), (b"POST /api/publish", Kind::Publish)];
 /// A head larger than this is left to hyper, which answers it properly.
 pub(crate) const MAX_HEAD: usize = 16 * 1024;
 
@@ -41,6 +45,8 @@ pub(crate) const MAX_HEAD: usize = 16 * 1024;
 pub(super) enum Accepted<T> {
     /// A subscribed stream, ready to run in a task of its own.
     Stream(Stream<T>),
+    /// A connection that opened with a publish, its head read (`server::publish`).
+    Publish(T, BytesMut),
     /// Anything else: hyper's, with the bytes read so far.
     Other(Rewind<T>),
     /// Answered (a refused subscription) or closed.
@@ -55,6 +61,7 @@ where
     let deadline = tokio::time::Instant::now() + hub.config().head_timeout();
     let (socket, parts, kind) = match read_head(stream, remote, deadline).await? {
         Read::Events(socket, parts, kind) => (socket, parts, kind),
+        Read::Publish(socket, buf) => return Ok(Accepted::Publish(socket, buf)),
         Read::Other(rewound) => return Ok(Accepted::Other(rewound)),
         Read::Closed => return Ok(Accepted::Done),
     };
@@ -114,6 +121,7 @@ fn serialize_head<B>(response: &http::Response<B>) -> Vec<u8> {
 
 enum Read<T> {
     Events(T, Box<http::request::Parts>, Kind),
+    Publish(T, BytesMut),
     Other(Rewind<T>),
     Closed,
 }
@@ -135,14 +143,19 @@ async fn read_head<T: AsyncRead + Unpin>(
         if read == 0 {
             return Ok(Read::Closed);
         }
-        let kind = match (is_events(&buf), is_prefixed(&buf, MERCURE_PREFIX)) {
-            (Some(true), _) => Kind::Events,
-            (_, Some(true)) => Kind::Mercure,
+        let kind = match kind_of(&buf) {
+            Some(Some(kind)) => kind,
             // The whole head is read here too, so that the deadline covers it, then replayed.
-            (Some(false), Some(false)) if head_is_partial(&buf) && buf.len() < MAX_HEAD => continue,
-            (Some(false), Some(false)) => return Ok(Read::Other(Rewind::new(buf.freeze(), stream))),
-            _ => continue,
+            Some(None) if head_is_partial(&buf) && buf.len() < MAX_HEAD => continue,
+            Some(None) => return Ok(Read::Other(Rewind::new(buf.freeze(), stream))),
+            None => continue,
         };
+        if kind == Kind::Publish {
+            match head_is_partial(&buf) && buf.len() < MAX_HEAD {
+                true => continue,
+                false => return Ok(Read::Publish(stream, buf)),
+            }
+        }
         match parse_head(&buf, remote) {
             Head::Complete(parts) => return Ok(Read::Events(stream, parts, kind)),
             Head::Partial if buf.len() < MAX_HEAD => continue,
@@ -151,9 +164,18 @@ async fn read_head<T: AsyncRead + Unpin>(
     }
 }
 
-/// Whether the request line is `GET /events` (`None`: not enough bytes yet to tell).
-pub(crate) fn is_events(buf: &[u8]) -> Option<bool> {
-    is_prefixed(buf, PREFIX)
+/// Which lean path the request line asks for (`Some(None)`: none; `None`: not enough bytes
+/// yet to tell).
+pub(crate) fn kind_of(buf: &[u8]) -> Option<Option<Kind>> {
+    let mut undecided = false;
+    for (prefix, kind) in LEAN {
+        match is_prefixed(buf, prefix) {
+            Some(true) => return Some(Some(kind)),
+            Some(false) => {}
+            None => undecided = true,
+        }
+    }
+    (!undecided).then_some(None)
 }
 
 /// Whether the request line is `prefix` followed by the end of the path or a query.

@@ -3,6 +3,7 @@
 //! TLS, take the lean path of `direct`.
 
 pub(crate) mod direct;
+pub(crate) mod publish;
 mod rewind;
 
 use std::future::Future;
@@ -155,13 +156,17 @@ async fn run(
                     tasks.spawn(async move {
                         // Boxed: the TLS session is 1.2 KiB, and the futures that hold the
                         // connection for its whole life would each keep a copy of it inline.
-                        match tls.accept(stream).await.map(Box::new) {
+                        // The handshake gets the request head's deadline: a client that connects
+                        // and never completes it does not hold the socket.
+                        let handshake = tokio::time::timeout(hub.config().head_timeout(), tls.accept(stream));
+                        match handshake.await.map(|accepted| accepted.map(Box::new)) {
                             // HTTP/1.1 over TLS takes the lean path too; HTTP/2 by ALPN is hyper's.
-                            Ok(stream) if direct && stream.get_ref().1.alpn_protocol() != Some(b"h2") => {
+                            Ok(Ok(stream)) if direct && stream.get_ref().1.alpn_protocol() != Some(b"h2") => {
                                 serve_direct(stream, conn, &hub, &tasks_inner).await;
                             }
-                            Ok(stream) => conn.serve_http(stream).await,
-                            Err(error) => tracing::debug!(%error, "TLS handshake failed."),
+                            Ok(Ok(stream)) => conn.serve_http(stream).await,
+                            Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed."),
+                            Err(_) => tracing::debug!(%remote, "TLS handshake timed out."),
                         }
                     });
                 }
@@ -201,6 +206,16 @@ where
     match direct::accept(io, hub, conn.remote).await {
         Ok(direct::Accepted::Stream(stream)) => {
             tasks.spawn(stream.run());
+        }
+        Ok(direct::Accepted::Publish(io, buf)) => {
+            let hub = hub.clone();
+            tasks.spawn(async move {
+                match publish::serve(io, buf, &hub).await {
+                    Ok(Some(rewound)) => conn.serve_http(rewound).await,
+                    Ok(None) => {}
+                    Err(error) => tracing::debug!(%error, "Publish connection ended with an error."),
+                }
+            });
         }
         Ok(direct::Accepted::Other(rewound)) => {
             tasks.spawn(conn.serve_http(rewound));

@@ -17,9 +17,6 @@ use crate::message::{now_ms, Message, Publish, Published};
 use crate::presence::{ConnectionInfo, Kick, PresenceEvent};
 use crate::store::{HistoryLimits, Inbox, Opened, Store, StoreError, UnreadChange};
 
-/// Deliveries up to which a publisher yields so that the streams write first.
-const FEW: usize = 8;
-
 /// The backbone of a single node: a [`Store`].
 pub(crate) struct Local {
     store: Arc<dyn Store>,
@@ -120,10 +117,6 @@ async fn stage(app: &Arc<App>, store: &dyn Store, p: Publish) -> Result<Staged, 
         let delivered = app.deliver(&message);
         drop(turn);
         app.head.send_replace(message.seq);
-        if (1..=FEW).contains(&delivered) {
-            // Let the few streams just woken write before this task answers its publisher.
-            tokio::task::yield_now().await;
-        }
         // A non-durable publish does not wait for the disk; the store logs a failed write.
         return Ok(Staged::Delivered(Published::complete(id, delivered)));
     };
