@@ -207,6 +207,9 @@ async fn a_full_store_refuses_durable_publishes_with_503_and_keeps_what_it_answe
         listed["messages"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
     ids.reverse();
     assert_eq!(ids, stored);
+    // The refused message is not counted either.
+    let (_, unread) = api_get(&hub.base, "/api/users/carol/unread").await;
+    assert_eq!(unread["unread"].as_u64(), Some(stored.len() as u64), "{unread}");
     // The hub keeps serving: streams connect and non-durable messages are delivered.
     let mut sse = Sse::open(&hub.base, &format!("access_token={}", token("carol", json!({}))), None).await;
     sse.until("herald.connected").await;
@@ -232,4 +235,89 @@ async fn a_full_store_refuses_durable_publishes_with_503_and_keeps_what_it_answe
     }
     assert_eq!(seen, stored, "a durable message answered 503 was delivered");
     hub.shutdown().await.unwrap();
+}
+
+/// POSTs a batch with the test API key; every item must be answered with an id.
+async fn publish_batch_ok(base: &str, batch: Vec<Value>) -> Vec<String> {
+    let r = client().post(format!("{base}/api/publish/batch")).bearer_auth(API_KEY).json(&batch).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let answers: Vec<Value> = r.json().await.unwrap();
+    assert_eq!(answers.len(), batch.len());
+    answers.iter().map(|a| a["id"].as_str().unwrap_or_else(|| panic!("an id: {a}")).to_string()).collect()
+}
+
+#[tokio::test]
+async fn concurrent_single_and_batched_durable_publishes_survive_kill_9_with_exact_unread_counts() {
+    const USERS: usize = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let db = temp_db(&dir);
+    let mut server = Process::start(&db, &[]).await;
+    let base = server.base.clone();
+    let mut sse = Sse::open(&base, &format!("access_token={}", token("u0", json!({}))), None).await;
+    sse.until("herald.connected").await;
+    // Singles and batches at once, several to the same user in one group commit: every id
+    // answered 200 is kept, and each user's counter adds up all of them.
+    let body =
+        |user: usize, data: String| json!({"to": {"users": [format!("u{user}")]}, "data": data, "durable": true});
+    let singles = (0..8).map(|task| {
+        let base = base.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..12 {
+                let user = (task + i) % USERS;
+                ids.push((user, publish_ok(&base, body(user, format!("s{task}-{i}"))).await));
+            }
+            ids
+        })
+    });
+    let batches = (0..4).map(|task| {
+        let base = base.clone();
+        tokio::spawn(async move {
+            let users: Vec<usize> = (0..60).map(|i| (task + i) % USERS).collect();
+            let batch = users.iter().enumerate().map(|(i, &u)| body(u, format!("b{task}-{i}"))).collect();
+            users.into_iter().zip(publish_batch_ok(&base, batch).await).collect::<Vec<_>>()
+        })
+    });
+    let tasks: Vec<_> = singles.chain(batches).collect();
+    let mut ids: Vec<Vec<String>> = vec![Vec::new(); USERS];
+    for task in tasks {
+        for (user, id) in task.await.unwrap() {
+            ids[user].push(id);
+        }
+    }
+    for user_ids in &mut ids {
+        user_ids.sort_by_key(|id| split(id).1);
+    }
+    // The online user got each of hers once, in id order, and her badge reached the total
+    // (concurrent publishers' badges may arrive in either order).
+    let mut got = Vec::new();
+    let mut badge = 0;
+    while got.len() < ids[0].len() || badge != ids[0].len() as u64 {
+        let e = sse.next().await;
+        match e.event.as_str() {
+            "herald.unread" => {
+                badge = badge.max(serde_json::from_str::<Value>(&e.data).unwrap()["unread"].as_u64().unwrap())
+            }
+            "message" => got.push(e.id),
+            _ => {}
+        }
+    }
+    assert_eq!(got, ids[0], "in id order, each once");
+    // A few acks before the kill: the counter goes down by exactly those.
+    let acked = json!({"ids": ids[1][..3]});
+    let (status, _, answer) = api_post(&base, API_KEY, "/api/users/u1/ack", &acked).await;
+    assert_eq!((status, answer["unread"].as_u64()), (200, Some(ids[1].len() as u64 - 3)), "{answer}");
+    server.kill9().await;
+
+    let server = Process::start(&db, &[]).await;
+    for (user, user_ids) in ids.iter().enumerate() {
+        let kept = if user == 1 { &user_ids[3..] } else { &user_ids[..] };
+        let (status, body) = api_get(&server.base, &format!("/api/users/u{user}/unread")).await;
+        assert_eq!((status, body["unread"].as_u64()), (200, Some(kept.len() as u64)), "u{user}: {body}");
+        let (_, page) = api_get(&server.base, &format!("/api/users/u{user}/messages?state=unread&limit=1000")).await;
+        let mut listed: Vec<String> =
+            page["messages"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
+        listed.reverse();
+        assert_eq!(listed, kept, "u{user}: every message answered 200 and not acked, oldest first");
+    }
 }
