@@ -27,6 +27,9 @@ use crate::message::{now_ms, Message};
 const QUEUE: usize = 65_536;
 /// Most commands applied in one transaction.
 const BATCH: usize = 4_096;
+/// Most unread counters the writer remembers; past this it forgets them all (and reads them
+/// again as they are used).
+const REMEMBERED: usize = 100_000;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS app (
@@ -93,9 +96,10 @@ impl SqliteStore {
         let conn = open_connection(path, sync, max_bytes)?;
         let (tx, rx) = sync_channel(QUEUE);
         let path = path.to_path_buf();
+        let counters = Counters { no_expiry_before: earliest_unread_expiry(&conn), ..Counters::default() };
         std::thread::Builder::new()
             .name("herald-store".into())
-            .spawn(move || Writer { conn, path, limits: HashMap::new() }.run(rx))
+            .spawn(move || Writer { conn, path, limits: HashMap::new(), counters }.run(rx))
             .map_err(|e| StoreError::Failed(e.to_string()))?;
         Ok(Self { tx })
     }
@@ -183,6 +187,26 @@ struct Writer {
     conn: Connection,
     path: PathBuf,
     limits: HashMap<String, HistoryLimits>,
+    counters: Counters,
+}
+
+/// What the writer knows of the unread counters, so that counting a durable message in costs
+/// one write rather than two reads and a write. It alone writes the file, so it can tell.
+#[derive(Default)]
+struct Counters {
+    /// Stored counters by app and user, as written by the open transaction; forgotten when
+    /// a transaction rolls back.
+    stored: HashMap<String, HashMap<String, u64>>,
+    /// No unread message expires before this (milliseconds since the Unix epoch): until then
+    /// there are no expired messages to leave out of a count. A lower bound; 0 when unknown.
+    no_expiry_before: u64,
+}
+
+/// The earliest expiry of an unread message, 0 when it cannot be read (so every count looks
+/// for expired messages).
+fn earliest_unread_expiry(conn: &Connection) -> u64 {
+    conn.query_row("SELECT MIN(expires_ms) FROM inbox WHERE read_ms IS NULL", [], |r| r.get::<_, Option<u64>>(0))
+        .map_or(0, |earliest| earliest.unwrap_or(u64::MAX))
 }
 
 /// An answer that waits for the commit.
@@ -206,7 +230,7 @@ impl Writer {
             let tx = self.conn.transaction().map_err(failed)?;
             let mut heads = HashMap::new();
             for command in commands.by_ref() {
-                let (answer, error) = execute(&tx, &mut self.limits, &mut heads, command);
+                let (answer, error) = execute(&tx, &mut self.limits, &mut self.counters, &mut heads, command);
                 answers.push(answer);
                 // SQLite rolls the whole transaction back on some errors (a full disk, an I/O
                 // error): nothing of this batch is stored, so everyone in it hears that error, and
@@ -225,6 +249,8 @@ impl Writer {
         })();
         if let Err(e) = &outcome {
             tracing::error!(error = %e, "Store commit failed.");
+            // What the rolled-back transaction wrote, or swept, is not in the file.
+            self.counters = Counters { no_expiry_before: earliest_unread_expiry(&self.conn), ..Counters::default() };
         }
         for answer in answers {
             answer(outcome.as_ref().err());
@@ -240,6 +266,7 @@ impl Writer {
 fn execute(
     tx: &Transaction<'_>,
     limits: &mut HashMap<String, HistoryLimits>,
+    counters: &mut Counters,
     heads: &mut HashMap<String, u64>,
     command: Command,
 ) -> (Deferred, Option<StoreError>) {
@@ -261,14 +288,16 @@ fn execute(
         Command::Append { app, message, durable, reply } => {
             let head = heads.entry(app.clone()).or_default();
             *head = (*head).max(message.seq);
-            answer(reply, append(tx, &app, &message, durable))
+            answer(reply, append(tx, counters, &app, &message, durable))
         }
-        Command::Ack { app, user, seqs, reply } => answer(reply, ack(tx, &app, &user, &seqs)),
-        Command::Unread { app, user, reply } => answer(reply, unread(tx, &app, &user, now_ms()).map_err(failed)),
+        Command::Ack { app, user, seqs, reply } => answer(reply, ack(tx, counters, &app, &user, &seqs)),
+        Command::Unread { app, user, reply } => {
+            answer(reply, counters.unread(tx, &app, &user, now_ms()).map_err(failed))
+        }
         Command::Size { app, reply } => answer(reply, size(tx, &app).map_err(failed)),
         Command::Pending { app, user, up_to, reply } => answer(reply, pending(tx, &app, &user, up_to)),
         Command::Messages { app, user, query, reply } => answer(reply, messages(tx, &app, &user, query)),
-        Command::Sweep { now_ms, reply } => answer(reply, sweep(tx, limits, now_ms)),
+        Command::Sweep { now_ms, reply } => answer(reply, sweep(tx, limits, counters, now_ms)),
         // Answered after the commit of its batch, which holds everything queued before it.
         Command::Flush { reply } => answer(reply, Ok(())),
     }
@@ -334,6 +363,7 @@ fn trim_history(tx: &Transaction<'_>, app: &str, limits: HistoryLimits, head: u6
 
 fn append(
     tx: &Transaction<'_>,
+    counters: &mut Counters,
     app: &str,
     m: &Message,
     durable: Option<DurableFor>,
@@ -353,27 +383,16 @@ fn append(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )
         .map_err(failed)?;
+    counters.no_expiry_before = counters.no_expiry_before.min(durable.expires_ms);
     let mut changes = Vec::with_capacity(durable.users.len());
     for user in durable.users {
         let inserted = insert
             .execute(params![app, user, m.seq, m.id, m.event, m.data, m.time_ms, durable.expires_ms])
             .map_err(failed)?;
-        let unread = add_unread(tx, app, &user, inserted as i64, m.time_ms).map_err(failed)?;
+        let unread = counters.add(tx, app, &user, inserted as i64, m.time_ms).map_err(failed)?;
         changes.push(UnreadChange { app: app.to_string(), user, unread });
     }
     Ok(changes)
-}
-
-/// A user's unread count, kept as a counter so that it costs one lookup, not a scan of their
-/// inbox. The counter still includes messages that expired since the last sweep; they are
-/// subtracted here (an index holds exactly those), so the count is exact at every moment.
-fn unread(tx: &Transaction<'_>, app: &str, user: &str, now: u64) -> rusqlite::Result<u64> {
-    let counter: u64 = tx
-        .prepare_cached("SELECT count FROM unread WHERE app = ?1 AND user = ?2")?
-        .query_row(params![app, user], |r| r.get(0))
-        .optional()?
-        .unwrap_or_default();
-    Ok(counter.saturating_sub(expired_unread(tx, app, user, now)?))
 }
 
 /// Every unread message of `app`, from the per-user counters.
@@ -382,35 +401,78 @@ fn size(tx: &Transaction<'_>, app: &str) -> rusqlite::Result<u64> {
         .query_row(params![app], |r| r.get(0))
 }
 
-/// A user's unread messages that expired but are not swept yet.
-fn expired_unread(tx: &Transaction<'_>, app: &str, user: &str, now: u64) -> rusqlite::Result<u64> {
-    tx.prepare_cached(
-        "SELECT COUNT(*) FROM inbox WHERE app = ?1 AND user = ?2 AND read_ms IS NULL AND expires_ms <= ?3",
-    )?
-    .query_row(params![app, user, now], |r| r.get(0))
-}
+/// A user's unread count is kept as a counter so that it costs one lookup, not a scan of their
+/// inbox. The counter still includes messages that expired since the last sweep; they are
+/// subtracted (an index holds exactly those), so the count is exact at every moment.
+impl Counters {
+    /// A user's unread count.
+    fn unread(&mut self, tx: &Transaction<'_>, app: &str, user: &str, now: u64) -> rusqlite::Result<u64> {
+        Ok(self.stored(tx, app, user)?.saturating_sub(self.expired(tx, app, user, now)?))
+    }
 
-/// Adds `delta` (possibly negative) to a user's unread counter and returns the exact count.
-fn add_unread(tx: &Transaction<'_>, app: &str, user: &str, delta: i64, now: u64) -> rusqlite::Result<u64> {
-    let counter: u64 = tx
-        .prepare_cached(
-            "INSERT INTO unread (app, user, count) VALUES (?1, ?2, MAX(?3, 0)) \
-             ON CONFLICT (app, user) DO UPDATE SET count = MAX(count + ?3, 0) RETURNING count",
+    /// Adds `delta` (possibly negative) to a user's unread counter and returns the exact count.
+    fn add(&mut self, tx: &Transaction<'_>, app: &str, user: &str, delta: i64, now: u64) -> rusqlite::Result<u64> {
+        let counter = self.stored(tx, app, user)?.saturating_add_signed(delta);
+        if delta != 0 {
+            tx.prepare_cached("INSERT OR REPLACE INTO unread (app, user, count) VALUES (?1, ?2, ?3)")?
+                .execute(params![app, user, counter])?;
+            self.remember(app, user, counter);
+        }
+        Ok(counter.saturating_sub(self.expired(tx, app, user, now)?))
+    }
+
+    /// A user's counter as stored (with the expired messages not swept yet).
+    fn stored(&mut self, tx: &Transaction<'_>, app: &str, user: &str) -> rusqlite::Result<u64> {
+        if let Some(&counter) = self.stored.get(app).and_then(|users| users.get(user)) {
+            return Ok(counter);
+        }
+        let counter = tx
+            .prepare_cached("SELECT count FROM unread WHERE app = ?1 AND user = ?2")?
+            .query_row(params![app, user], |r| r.get(0))
+            .optional()?
+            .unwrap_or_default();
+        self.remember(app, user, counter);
+        Ok(counter)
+    }
+
+    fn remember(&mut self, app: &str, user: &str, counter: u64) {
+        if self.stored.values().map(HashMap::len).sum::<usize>() >= REMEMBERED {
+            self.stored.clear();
+        }
+        self.stored.entry(app.to_string()).or_default().insert(user.to_string(), counter);
+    }
+
+    /// A user's unread messages that expired but are not swept yet.
+    fn expired(&self, tx: &Transaction<'_>, app: &str, user: &str, now: u64) -> rusqlite::Result<u64> {
+        if now < self.no_expiry_before {
+            return Ok(0);
+        }
+        tx.prepare_cached(
+            "SELECT COUNT(*) FROM inbox WHERE app = ?1 AND user = ?2 AND read_ms IS NULL AND expires_ms <= ?3",
         )?
-        .query_row(params![app, user, delta], |r| r.get(0))?;
-    Ok(counter.saturating_sub(expired_unread(tx, app, user, now)?))
+        .query_row(params![app, user, now], |r| r.get(0))
+    }
+
+    /// Counts a user's unread, unexpired messages afresh and stores the count.
+    fn recount(&mut self, tx: &Transaction<'_>, app: &str, user: &str, now: u64) -> rusqlite::Result<u64> {
+        let counter = tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO unread (app, user, count) SELECT ?1, ?2, COUNT(*) FROM inbox \
+                 WHERE app = ?1 AND user = ?2 AND read_ms IS NULL AND expires_ms > ?3 RETURNING count",
+            )?
+            .query_row(params![app, user, now], |r| r.get(0))?;
+        self.remember(app, user, counter);
+        Ok(counter)
+    }
 }
 
-/// Counts a user's unread, unexpired messages afresh and stores the count.
-fn recount(tx: &Transaction<'_>, app: &str, user: &str, now: u64) -> rusqlite::Result<u64> {
-    tx.prepare_cached(
-        "INSERT OR REPLACE INTO unread (app, user, count) SELECT ?1, ?2, COUNT(*) FROM inbox \
-         WHERE app = ?1 AND user = ?2 AND read_ms IS NULL AND expires_ms > ?3 RETURNING count",
-    )?
-    .query_row(params![app, user, now], |r| r.get(0))
-}
-
-fn ack(tx: &Transaction<'_>, app: &str, user: &str, seqs: &[u64]) -> Result<Acked, StoreError> {
+fn ack(
+    tx: &Transaction<'_>,
+    counters: &mut Counters,
+    app: &str,
+    user: &str,
+    seqs: &[u64],
+) -> Result<Acked, StoreError> {
     let now = now_ms();
     let mut update = tx
         .prepare_cached(
@@ -423,8 +485,8 @@ fn ack(tx: &Transaction<'_>, app: &str, user: &str, seqs: &[u64]) -> Result<Acke
         acked += update.execute(params![app, user, seq, now]).map_err(failed)? as u64;
     }
     let unread = match acked {
-        0 => unread(tx, app, user, now),
-        n => add_unread(tx, app, user, -(n as i64), now),
+        0 => counters.unread(tx, app, user, now),
+        n => counters.add(tx, app, user, -(n as i64), now),
     };
     Ok(Acked { acked, unread: unread.map_err(failed)? })
 }
@@ -468,15 +530,23 @@ fn messages(tx: &Transaction<'_>, app: &str, user: &str, q: MessageQuery) -> Res
     rows.collect::<Result<_, _>>().map_err(failed)
 }
 
-fn sweep(tx: &Transaction<'_>, limits: &HashMap<String, HistoryLimits>, now: u64) -> Result<Swept, StoreError> {
+fn sweep(
+    tx: &Transaction<'_>,
+    limits: &HashMap<String, HistoryLimits>,
+    counters: &mut Counters,
+    now: u64,
+) -> Result<Swept, StoreError> {
+    // Not `DISTINCT`: SQLite would then walk every unread message in (app, user) order instead
+    // of the expired ones by expiry.
     let mut affected = tx
-        .prepare("SELECT DISTINCT app, user FROM inbox WHERE expires_ms <= ?1 AND read_ms IS NULL")
+        .prepare("SELECT app, user FROM inbox WHERE expires_ms <= ?1 AND read_ms IS NULL")
         .map_err(failed)?
         .query_map([now], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
         .map_err(failed)?
         .collect::<Result<Vec<_>, _>>()
         .map_err(failed)?;
     affected.sort();
+    affected.dedup();
     tx.execute("DELETE FROM inbox WHERE expires_ms <= ?1", [now]).map_err(failed)?;
     for (app, l) in limits {
         let head: u64 = tx.query_row("SELECT head FROM app WHERE id = ?1", [app], |r| r.get(0)).map_err(failed)?;
@@ -485,12 +555,13 @@ fn sweep(tx: &Transaction<'_>, limits: &HashMap<String, HistoryLimits>, now: u64
     let changes = affected
         .into_iter()
         .map(|(app, user)| {
-            let unread = recount(tx, &app, &user, now).map_err(failed)?;
+            let unread = counters.recount(tx, &app, &user, now).map_err(failed)?;
             Ok(UnreadChange { app, user, unread })
         })
         .collect::<Result<_, StoreError>>()?;
-    let next_expiry_ms =
+    let next_expiry_ms: Option<u64> =
         tx.query_row("SELECT MIN(expires_ms) FROM inbox WHERE read_ms IS NULL", [], |r| r.get(0)).map_err(failed)?;
+    counters.no_expiry_before = next_expiry_ms.unwrap_or(u64::MAX);
     Ok(Swept { changes, next_expiry_ms })
 }
 
