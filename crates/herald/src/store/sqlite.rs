@@ -46,7 +46,6 @@ CREATE TABLE IF NOT EXISTS inbox (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS inbox_expiry ON inbox (expires_ms);
 CREATE INDEX IF NOT EXISTS inbox_unread_expiry ON inbox (expires_ms) WHERE read_ms IS NULL;
-CREATE INDEX IF NOT EXISTS inbox_user_unread_expiry ON inbox (app, user, expires_ms) WHERE read_ms IS NULL;
 CREATE TABLE IF NOT EXISTS unread (
     app TEXT NOT NULL, user TEXT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (app, user)
 ) WITHOUT ROWID;
@@ -172,6 +171,11 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             conn.execute_batch("ALTER TABLE history ADD COLUMN mercure TEXT")?;
         }
         conn.execute_batch("PRAGMA user_version = 1")?;
+    }
+    if version < 2 {
+        // 2: no per-user index of unread messages by expiry. It cost a page write per durable
+        // message; the counters leave out expired messages without it (see `Counters`).
+        conn.execute_batch("DROP INDEX IF EXISTS inbox_user_unread_expiry; PRAGMA user_version = 2")?;
     }
     Ok(())
 }
@@ -403,7 +407,8 @@ fn size(tx: &Transaction<'_>, app: &str) -> rusqlite::Result<u64> {
 
 /// A user's unread count is kept as a counter so that it costs one lookup, not a scan of their
 /// inbox. The counter still includes messages that expired since the last sweep; they are
-/// subtracted (an index holds exactly those), so the count is exact at every moment.
+/// counted in the user's inbox and subtracted, so the count is exact at every moment. The hub
+/// sweeps as each message expires, so that count is rarely needed.
 impl Counters {
     /// A user's unread count.
     fn unread(&mut self, tx: &Transaction<'_>, app: &str, user: &str, now: u64) -> rusqlite::Result<u64> {
@@ -672,5 +677,51 @@ mod tests {
         let store = SqliteStore::open(&path, StoreSync::Normal, None).unwrap();
         let opened = store.open_app("a", limits).await.unwrap();
         assert_eq!(opened.history[1].mercure.as_ref(), Some(&extras));
+    }
+
+    #[tokio::test]
+    async fn a_version_1_file_opens_with_its_counts_and_without_expired_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        let now = now_ms();
+        {
+            // Version 1, with its per-user expiry index; erin has one message kept and one
+            // expired but not swept yet (her counter still holds both).
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(&format!(
+                "{SCHEMA} CREATE INDEX IF NOT EXISTS inbox_user_unread_expiry ON inbox (app, user, expires_ms) \
+                 WHERE read_ms IS NULL; ALTER TABLE history ADD COLUMN mercure TEXT; PRAGMA user_version = 1;"
+            ))
+            .unwrap();
+            old.execute("INSERT INTO app (id, epoch, head, floor) VALUES ('a', 'ep', 2, 0)", []).unwrap();
+            for (seq, expires_ms) in [(1, now + 60_000), (2, now - 1)] {
+                old.execute(
+                    "INSERT INTO inbox (app, user, seq, id, data, created_ms, expires_ms) \
+                     VALUES ('a', 'erin', ?1, 'ep-' || ?1 || '-d', 'x', ?2, ?3)",
+                    params![seq, now - 10, expires_ms],
+                )
+                .unwrap();
+            }
+            old.execute("INSERT INTO unread (app, user, count) VALUES ('a', 'erin', 2)", []).unwrap();
+        }
+        let store = SqliteStore::open(&path, StoreSync::Normal, None).unwrap();
+        let limits = HistoryLimits { max_len: 10, max_age_ms: 60_000, max_bytes: usize::MAX };
+        assert_eq!(store.open_app("a", limits).await.unwrap().head, 2);
+        assert_eq!(store.unread("a", "erin").await.unwrap(), 1, "the expired one is not counted");
+        let to = Targets { users: vec!["erin".into()], ..Targets::default() };
+        let message = Arc::new(Message::new("ep", 3, now, to, None, "y".into(), true));
+        let durable = DurableFor { users: vec!["erin".into()], expires_ms: now + 60_000 };
+        let changes = store.append("a", message, Some(durable)).unwrap().await.unwrap();
+        assert_eq!(changes[0].unread, 2);
+        let swept = store.sweep(now_ms()).await.unwrap();
+        assert_eq!(swept.changes[0].unread, 2);
+        assert_eq!(store.unread("a", "erin").await.unwrap(), 2);
+        drop(store);
+        let file = Connection::open(&path).unwrap();
+        file.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+        let index: u32 = file
+            .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'inbox_user_unread_expiry'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(index, 0, "version 2 drops the index");
     }
 }
