@@ -13,7 +13,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 
 use futures_util::future::{BoxFuture, FutureExt};
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction};
+use rusqlite::{params, CachedStatement, Connection, ErrorCode, OptionalExtension, Transaction};
 use tokio::sync::oneshot;
 
 use super::{
@@ -240,9 +240,11 @@ impl Writer {
         let mut commands = batch.into_iter();
         let outcome = (|| {
             let tx = self.conn.transaction().map_err(failed)?;
+            let mut prepared = Prepared::new(&tx).map_err(failed)?;
             let mut heads = HashMap::new();
             for command in commands.by_ref() {
-                let (answer, error) = execute(&tx, &mut self.limits, &mut self.counters, &mut heads, command);
+                let state = (&mut self.limits, &mut self.counters, &mut prepared);
+                let (answer, error) = execute(&tx, state, &mut heads, command);
                 answers.push(answer);
                 // SQLite rolls the whole transaction back on some errors (a full disk, an I/O
                 // error): nothing of this batch is stored, so everyone in it hears that error, and
@@ -251,6 +253,7 @@ impl Writer {
                     return Err(error.unwrap_or_else(|| StoreError::Failed("the transaction was rolled back".into())));
                 }
             }
+            drop(prepared);
             // One head update per app and batch, not one per message.
             for (app, head) in heads {
                 tx.prepare_cached("UPDATE app SET head = MAX(head, ?2) WHERE id = ?1")
@@ -274,11 +277,37 @@ impl Writer {
     }
 }
 
+/// The statements of every durable message, prepared once per transaction: looking each up in
+/// the statement cache again for every message costs more than binding it.
+struct Prepared<'t> {
+    history: CachedStatement<'t>,
+    inbox: CachedStatement<'t>,
+    counter: CachedStatement<'t>,
+}
+
+impl<'t> Prepared<'t> {
+    fn new(tx: &'t Transaction<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            history: tx.prepare_cached(
+                "INSERT OR REPLACE INTO history (app, seq, time_ms, targets, event, data, durable, mercure) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?,
+            inbox: tx.prepare_cached(
+                "INSERT OR IGNORE INTO inbox (app, user, seq, id, event, data, created_ms, expires_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?,
+            counter: tx.prepare_cached("INSERT OR REPLACE INTO unread (app, user, count) VALUES (?1, ?2, ?3)")?,
+        })
+    }
+}
+
+/// What commands keep between them: history limits by app, the unread counters, the statements.
+type State<'a, 't> = (&'a mut HashMap<String, HistoryLimits>, &'a mut Counters, &'a mut Prepared<'t>);
+
 /// Runs one command inside the batch's transaction and returns how to answer it.
 fn execute(
     tx: &Transaction<'_>,
-    limits: &mut HashMap<String, HistoryLimits>,
-    counters: &mut Counters,
+    (limits, counters, prepared): State<'_, '_>,
     heads: &mut HashMap<String, u64>,
     command: Command,
 ) -> (Deferred, Option<StoreError>) {
@@ -300,9 +329,11 @@ fn execute(
         Command::Append { app, message, durable, reply } => {
             let head = heads.entry(app.clone()).or_default();
             *head = (*head).max(message.seq);
-            answer(reply, append(tx, counters, &app, &message, durable))
+            answer(reply, append(tx, counters, prepared, &app, &message, durable))
         }
-        Command::Ack { app, user, seqs, reply } => answer(reply, ack(tx, counters, &app, &user, &seqs)),
+        Command::Ack { app, user, seqs, reply } => {
+            answer(reply, ack(tx, counters, &mut prepared.counter, &app, &user, &seqs))
+        }
         Command::Unread { app, user, reply } => {
             answer(reply, counters.unread(tx, &app, &user, now_ms()).map_err(failed))
         }
@@ -376,32 +407,26 @@ fn trim_history(tx: &Transaction<'_>, app: &str, limits: HistoryLimits, head: u6
 fn append(
     tx: &Transaction<'_>,
     counters: &mut Counters,
+    prepared: &mut Prepared<'_>,
     app: &str,
     m: &Message,
     durable: Option<DurableFor>,
 ) -> Result<Vec<UnreadChange>, StoreError> {
     let targets = serde_json::to_string(&m.targets).map_err(|e| StoreError::Failed(e.to_string()))?;
     let mercure = m.mercure.as_ref().and_then(|x| serde_json::to_string(x).ok());
-    tx.prepare_cached(
-        "INSERT OR REPLACE INTO history (app, seq, time_ms, targets, event, data, durable, mercure) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )
-    .and_then(|mut s| s.execute(params![app, m.seq, m.time_ms, targets, m.event, m.data, m.durable, mercure]))
-    .map_err(failed)?;
-    let Some(durable) = durable else { return Ok(Vec::new()) };
-    let mut insert = tx
-        .prepare_cached(
-            "INSERT OR IGNORE INTO inbox (app, user, seq, id, event, data, created_ms, expires_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )
+    prepared
+        .history
+        .execute(params![app, m.seq, m.time_ms, targets, m.event, m.data, m.durable, mercure])
         .map_err(failed)?;
+    let Some(durable) = durable else { return Ok(Vec::new()) };
     counters.no_expiry_before = counters.no_expiry_before.min(durable.expires_ms);
     let mut changes = Vec::with_capacity(durable.users.len());
     for user in durable.users {
-        let inserted = insert
+        let inserted = prepared
+            .inbox
             .execute(params![app, user, m.seq, m.id, m.event, m.data, m.time_ms, durable.expires_ms])
             .map_err(failed)?;
-        let unread = counters.add(tx, app, &user, inserted as i64, m.time_ms).map_err(failed)?;
+        let unread = counters.add(tx, &mut prepared.counter, app, &user, inserted as i64, m.time_ms).map_err(failed)?;
         changes.push(UnreadChange { app: app.to_string(), user, unread });
     }
     Ok(changes)
@@ -423,12 +448,20 @@ impl Counters {
         Ok(self.stored(tx, app, user)?.saturating_sub(self.expired(tx, app, user, now)?))
     }
 
-    /// Adds `delta` (possibly negative) to a user's unread counter and returns the exact count.
-    fn add(&mut self, tx: &Transaction<'_>, app: &str, user: &str, delta: i64, now: u64) -> rusqlite::Result<u64> {
+    /// Adds `delta` (possibly negative) to a user's unread counter (`write` stores it) and
+    /// returns the exact count.
+    fn add(
+        &mut self,
+        tx: &Transaction<'_>,
+        write: &mut CachedStatement<'_>,
+        app: &str,
+        user: &str,
+        delta: i64,
+        now: u64,
+    ) -> rusqlite::Result<u64> {
         let counter = self.stored(tx, app, user)?.saturating_add_signed(delta);
         if delta != 0 {
-            tx.prepare_cached("INSERT OR REPLACE INTO unread (app, user, count) VALUES (?1, ?2, ?3)")?
-                .execute(params![app, user, counter])?;
+            write.execute(params![app, user, counter])?;
             self.remember(app, user, counter);
         }
         Ok(counter.saturating_sub(self.expired(tx, app, user, now)?))
@@ -486,6 +519,7 @@ impl Counters {
 fn ack(
     tx: &Transaction<'_>,
     counters: &mut Counters,
+    counter: &mut CachedStatement<'_>,
     app: &str,
     user: &str,
     seqs: &[u64],
@@ -503,7 +537,7 @@ fn ack(
     }
     let unread = match acked {
         0 => counters.unread(tx, app, user, now),
-        n => counters.add(tx, app, user, -(n as i64), now),
+        n => counters.add(tx, counter, app, user, -(n as i64), now),
     };
     Ok(Acked { acked, unread: unread.map_err(failed)? })
 }
