@@ -321,3 +321,62 @@ async fn concurrent_single_and_batched_durable_publishes_survive_kill_9_with_exa
         assert_eq!(listed, kept, "u{user}: every message answered 200 and not acked, oldest first");
     }
 }
+
+#[tokio::test]
+async fn durable_publishes_refused_by_a_full_store_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = temp_db(&dir);
+    let mut server = Process::start(&db, &[("HERALD_STORE_MAX_BYTES", "262144")]).await;
+    // Two users each: a refusal may come at any of the message's rows (history, either inbox
+    // row, either counter), and none of them may stay.
+    let body = |i: usize| json!({"to": {"users": ["carol", "dave"]}, "event": "m", "data": "x".repeat(500 + i * 37 % 3000), "durable": true});
+    let mut stored = Vec::new();
+    let mut refused = 0;
+    for i in 0..2000 {
+        let (status, answer) = publish(&server.base, body(i)).await;
+        match status {
+            200 => stored.push(answer["id"].as_str().unwrap().to_string()),
+            503 => refused += 1,
+            _ => panic!("{status}: {answer}"),
+        }
+        if refused == 20 {
+            break;
+        }
+    }
+    assert_eq!(refused, 20, "the store never filled up");
+    // A refusal rolls back the whole transaction, with the counts written before it.
+    for user in ["carol", "dave"] {
+        let (_, unread) = api_get(&server.base, &format!("/api/users/{user}/unread")).await;
+        assert_eq!(unread["unread"].as_u64(), Some(stored.len() as u64), "{user} before the restart: {unread}");
+    }
+    server.kill9().await;
+
+    let server = Process::start(&db, &[("HERALD_STORE_MAX_BYTES", "262144")]).await;
+    for user in ["carol", "dave"] {
+        let (_, unread) = api_get(&server.base, &format!("/api/users/{user}/unread")).await;
+        assert_eq!(unread["unread"].as_u64(), Some(stored.len() as u64), "{user}: {unread}");
+        let (_, listed) = api_get(&server.base, &format!("/api/users/{user}/messages?state=all&limit=1000")).await;
+        let mut ids: Vec<String> =
+            listed["messages"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
+        ids.reverse();
+        assert_eq!(ids, stored, "{user}: only what was answered 200");
+    }
+    // History too: a stream resuming from the first message gets (from history, and its unread
+    // ones from the inbox) only what was answered 200, then a live marker.
+    let query = format!("access_token={}", token("carol", json!({})));
+    let mut sse = Sse::open(&server.base, &query, Some(&stored[0])).await;
+    sse.until("herald.connected").await;
+    let marker = publish_ok(&server.base, json!({"to": {"users": ["carol"]}, "event": "live", "data": "marker"})).await;
+    let mut seen = Vec::new();
+    loop {
+        let e = sse.next_message().await;
+        if e.id == marker {
+            break;
+        }
+        if !seen.contains(&e.id) {
+            seen.push(e.id);
+        }
+    }
+    seen.sort_by_key(|id| split(id).1);
+    assert_eq!(seen, stored, "only what was answered 200");
+}
