@@ -380,3 +380,28 @@ async fn durable_publishes_refused_by_a_full_store_leave_nothing_behind() {
     seen.sort_by_key(|id| split(id).1);
     assert_eq!(seen, stored, "only what was answered 200");
 }
+
+#[tokio::test]
+async fn the_sequence_continues_across_restarts_after_history_aged_out_entirely() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = temp_db(&dir);
+    let env = [("HERALD_HISTORY_AGE_SECS", "1")];
+    let mut server = Process::start(&db, &env).await;
+    for data in ["a", "b", "c"] {
+        publish_ok(&server.base, json!({"to": {"users": ["alice"]}, "data": data})).await;
+    }
+    // A durable publish answers once everything before it is on disk.
+    let last = publish_ok(&server.base, json!({"to": {"users": ["alice"]}, "data": "d", "durable": true})).await;
+    let published = tokio::time::Instant::now();
+    server.kill9().await;
+    // The history must be older than its age limit when the next start trims it: this waits
+    // for the clock, not for the server.
+    tokio::time::sleep_until(published + std::time::Duration::from_millis(1500)).await;
+    // This start trims every message; the one after it must still continue the sequence.
+    let mut server = Process::start(&db, &env).await;
+    server.kill9().await;
+    let server = Process::start(&db, &env).await;
+    let next = publish_ok(&server.base, json!({"to": {"users": ["alice"]}, "data": "e"})).await;
+    let ((epoch, seq), (next_epoch, next_seq)) = (split(&last), split(&next));
+    assert_eq!((next_epoch, next_seq), (epoch, seq + 1), "{last} then {next}");
+}
