@@ -35,11 +35,17 @@ pub async fn run(common: &Common, args: &DurableArgs) -> std::io::Result<Report>
         return Ok(r);
     }
     let wide = Common { publish_conns: args.conns, ..common.clone() };
+    // The hooks run around each throughput part, so a profile dumps one file for each.
     let to = random_users(args.messages, args.users, 0x2545_f491_4f6c_dd1d);
-    add_throughput(&mut r, ("stored_per_s", "durable_publish_errors"), &wide.publish(to, None, true).await);
+    common.hook(&common.on_ready).await?;
+    let single = wide.publish(to, None, true).await;
+    common.hook(&common.on_done).await?;
+    add_throughput(&mut r, ("stored_per_s", "durable_publish_errors"), &single);
     // The same, `batch` messages per request: group commit without one HTTP round trip each.
     let to = random_users(args.messages, args.users, 0x9e37_79b9_7f4a_7c15);
+    common.hook(&common.on_ready).await?;
     let batched = wide.publish_batched(to, None, true, args.batch).await;
+    common.hook(&common.on_done).await?;
     add_throughput(&mut r, ("stored_per_s_batched", "durable_batch_errors"), &batched);
 
     // A user outside the throughput range learns its position, goes offline, and misses a backlog.

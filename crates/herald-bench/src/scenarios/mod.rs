@@ -53,7 +53,7 @@ pub struct Common {
     #[arg(long)]
     pub report_as: Option<String>,
     /// Shell command run once the subscribers are connected, before the measured part (burst,
-    /// steady, per-user), e.g. `callgrind_control -z <pid>` to profile only that part.
+    /// steady, per-user; each throughput part of durable), e.g. `callgrind_control -z <pid>` to profile only that part.
     #[arg(long)]
     pub on_ready: Option<String>,
     /// Shell command run when the measured part has been delivered (`callgrind_control -d <pid>`).

@@ -85,9 +85,15 @@ impl App {
     /// Tells each user's open connections their new unread count.
     pub(crate) fn notify_unread(&self, changes: &[UnreadChange]) {
         for change in changes {
-            let frame = unread_frame(change.unread);
             // Mercure streams carry Mercure updates only.
-            for conn in self.registry.of_user(&change.user).iter().filter(|c| c.mercure.is_none()) {
+            let conns = self.registry.of_user(&change.user);
+            let mut conns = conns.iter().filter(|c| c.mercure.is_none()).peekable();
+            // Most durable messages are for users who are offline: no frame for nobody.
+            if conns.peek().is_none() {
+                continue;
+            }
+            let frame = unread_frame(change.unread);
+            for conn in conns {
                 let _ = conn.outbox.push(None, frame.clone());
             }
         }

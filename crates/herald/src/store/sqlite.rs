@@ -13,7 +13,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 
 use futures_util::future::{BoxFuture, FutureExt};
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction};
+use rusqlite::{params, CachedStatement, Connection, ErrorCode, OptionalExtension, Transaction};
 use tokio::sync::oneshot;
 
 use super::{
@@ -27,6 +27,9 @@ use crate::message::{now_ms, Message};
 const QUEUE: usize = 65_536;
 /// Most commands applied in one transaction.
 const BATCH: usize = 4_096;
+/// Most unread counters the writer remembers; past this it forgets them all (and reads them
+/// again as they are used).
+const REMEMBERED: usize = 100_000;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS app (
@@ -41,13 +44,16 @@ CREATE TABLE IF NOT EXISTS inbox (
     data TEXT NOT NULL, created_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL, read_ms INTEGER,
     PRIMARY KEY (app, user, seq)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS inbox_expiry ON inbox (expires_ms);
-CREATE INDEX IF NOT EXISTS inbox_unread_expiry ON inbox (expires_ms) WHERE read_ms IS NULL;
-CREATE INDEX IF NOT EXISTS inbox_user_unread_expiry ON inbox (app, user, expires_ms) WHERE read_ms IS NULL;
+CREATE INDEX IF NOT EXISTS inbox_by_expiry ON inbox (read_ms IS NULL, expires_ms);
 CREATE TABLE IF NOT EXISTS unread (
     app TEXT NOT NULL, user TEXT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (app, user)
 ) WITHOUT ROWID;
 ";
+
+/// The sweep's statements, each a range of `inbox_by_expiry` (see the test of their plans).
+const EXPIRED_UNREAD: &str = "SELECT app, user FROM inbox WHERE (read_ms IS NULL) = 1 AND expires_ms <= ?1";
+const DELETE_EXPIRED: &str = "DELETE FROM inbox WHERE (read_ms IS NULL) IN (0, 1) AND expires_ms <= ?1";
+const EARLIEST_UNREAD: &str = "SELECT MIN(expires_ms) FROM inbox WHERE (read_ms IS NULL) = 1";
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -93,9 +99,10 @@ impl SqliteStore {
         let conn = open_connection(path, sync, max_bytes)?;
         let (tx, rx) = sync_channel(QUEUE);
         let path = path.to_path_buf();
+        let counters = Counters { no_expiry_before: earliest_unread_expiry(&conn), ..Counters::default() };
         std::thread::Builder::new()
             .name("herald-store".into())
-            .spawn(move || Writer { conn, path, limits: HashMap::new() }.run(rx))
+            .spawn(move || Writer { conn, path, limits: HashMap::new(), counters }.run(rx))
             .map_err(|e| StoreError::Failed(e.to_string()))?;
         Ok(Self { tx })
     }
@@ -169,6 +176,15 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         }
         conn.execute_batch("PRAGMA user_version = 1")?;
     }
+    if version < 2 {
+        // 2: one index of the inbox by expiry (`inbox_by_expiry`, created with the schema)
+        // instead of three, each a page write and a B-tree insert per durable message. The
+        // counters leave out expired messages without the per-user one (see `Counters`).
+        conn.execute_batch(
+            "DROP INDEX IF EXISTS inbox_expiry; DROP INDEX IF EXISTS inbox_unread_expiry; \
+             DROP INDEX IF EXISTS inbox_user_unread_expiry; PRAGMA user_version = 2",
+        )?;
+    }
     Ok(())
 }
 
@@ -183,6 +199,26 @@ struct Writer {
     conn: Connection,
     path: PathBuf,
     limits: HashMap<String, HistoryLimits>,
+    counters: Counters,
+}
+
+/// What the writer knows of the unread counters, so that counting a durable message in costs
+/// one write rather than two reads and a write. It alone writes the file, so it can tell.
+#[derive(Default)]
+struct Counters {
+    /// Stored counters by app and user, as written by the open transaction; forgotten when
+    /// a transaction rolls back.
+    stored: HashMap<String, HashMap<String, u64>>,
+    /// No unread message expires before this (milliseconds since the Unix epoch): until then
+    /// there are no expired messages to leave out of a count. A lower bound; 0 when unknown.
+    no_expiry_before: u64,
+}
+
+/// The earliest expiry of an unread message, 0 when it cannot be read (so every count looks
+/// for expired messages).
+fn earliest_unread_expiry(conn: &Connection) -> u64 {
+    conn.query_row(EARLIEST_UNREAD, [], |r| r.get::<_, Option<u64>>(0))
+        .map_or(0, |earliest| earliest.unwrap_or(u64::MAX))
 }
 
 /// An answer that waits for the commit.
@@ -204,9 +240,11 @@ impl Writer {
         let mut commands = batch.into_iter();
         let outcome = (|| {
             let tx = self.conn.transaction().map_err(failed)?;
+            let mut prepared = Prepared::new(&tx).map_err(failed)?;
             let mut heads = HashMap::new();
             for command in commands.by_ref() {
-                let (answer, error) = execute(&tx, &mut self.limits, &mut heads, command);
+                let state = (&mut self.limits, &mut self.counters, &mut prepared);
+                let (answer, error) = execute(&tx, state, &mut heads, command);
                 answers.push(answer);
                 // SQLite rolls the whole transaction back on some errors (a full disk, an I/O
                 // error): nothing of this batch is stored, so everyone in it hears that error, and
@@ -215,6 +253,7 @@ impl Writer {
                     return Err(error.unwrap_or_else(|| StoreError::Failed("the transaction was rolled back".into())));
                 }
             }
+            drop(prepared);
             // One head update per app and batch, not one per message.
             for (app, head) in heads {
                 tx.prepare_cached("UPDATE app SET head = MAX(head, ?2) WHERE id = ?1")
@@ -225,6 +264,8 @@ impl Writer {
         })();
         if let Err(e) = &outcome {
             tracing::error!(error = %e, "Store commit failed.");
+            // What the rolled-back transaction wrote, or swept, is not in the file.
+            self.counters = Counters { no_expiry_before: earliest_unread_expiry(&self.conn), ..Counters::default() };
         }
         for answer in answers {
             answer(outcome.as_ref().err());
@@ -236,10 +277,37 @@ impl Writer {
     }
 }
 
+/// The statements of every durable message, prepared once per transaction: looking each up in
+/// the statement cache again for every message costs more than binding it.
+struct Prepared<'t> {
+    history: CachedStatement<'t>,
+    inbox: CachedStatement<'t>,
+    counter: CachedStatement<'t>,
+}
+
+impl<'t> Prepared<'t> {
+    fn new(tx: &'t Transaction<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            history: tx.prepare_cached(
+                "INSERT OR REPLACE INTO history (app, seq, time_ms, targets, event, data, durable, mercure) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?,
+            inbox: tx.prepare_cached(
+                "INSERT OR IGNORE INTO inbox (app, user, seq, id, event, data, created_ms, expires_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?,
+            counter: tx.prepare_cached("INSERT OR REPLACE INTO unread (app, user, count) VALUES (?1, ?2, ?3)")?,
+        })
+    }
+}
+
+/// What commands keep between them: history limits by app, the unread counters, the statements.
+type State<'a, 't> = (&'a mut HashMap<String, HistoryLimits>, &'a mut Counters, &'a mut Prepared<'t>);
+
 /// Runs one command inside the batch's transaction and returns how to answer it.
 fn execute(
     tx: &Transaction<'_>,
-    limits: &mut HashMap<String, HistoryLimits>,
+    (limits, counters, prepared): State<'_, '_>,
     heads: &mut HashMap<String, u64>,
     command: Command,
 ) -> (Deferred, Option<StoreError>) {
@@ -261,14 +329,18 @@ fn execute(
         Command::Append { app, message, durable, reply } => {
             let head = heads.entry(app.clone()).or_default();
             *head = (*head).max(message.seq);
-            answer(reply, append(tx, &app, &message, durable))
+            answer(reply, append(tx, counters, prepared, &app, &message, durable))
         }
-        Command::Ack { app, user, seqs, reply } => answer(reply, ack(tx, &app, &user, &seqs)),
-        Command::Unread { app, user, reply } => answer(reply, unread(tx, &app, &user, now_ms()).map_err(failed)),
+        Command::Ack { app, user, seqs, reply } => {
+            answer(reply, ack(tx, counters, &mut prepared.counter, &app, &user, &seqs))
+        }
+        Command::Unread { app, user, reply } => {
+            answer(reply, counters.unread(tx, &app, &user, now_ms()).map_err(failed))
+        }
         Command::Size { app, reply } => answer(reply, size(tx, &app).map_err(failed)),
         Command::Pending { app, user, up_to, reply } => answer(reply, pending(tx, &app, &user, up_to)),
         Command::Messages { app, user, query, reply } => answer(reply, messages(tx, &app, &user, query)),
-        Command::Sweep { now_ms, reply } => answer(reply, sweep(tx, limits, now_ms)),
+        Command::Sweep { now_ms, reply } => answer(reply, sweep(tx, limits, counters, now_ms)),
         // Answered after the commit of its batch, which holds everything queued before it.
         Command::Flush { reply } => answer(reply, Ok(())),
     }
@@ -334,46 +406,30 @@ fn trim_history(tx: &Transaction<'_>, app: &str, limits: HistoryLimits, head: u6
 
 fn append(
     tx: &Transaction<'_>,
+    counters: &mut Counters,
+    prepared: &mut Prepared<'_>,
     app: &str,
     m: &Message,
     durable: Option<DurableFor>,
 ) -> Result<Vec<UnreadChange>, StoreError> {
     let targets = serde_json::to_string(&m.targets).map_err(|e| StoreError::Failed(e.to_string()))?;
     let mercure = m.mercure.as_ref().and_then(|x| serde_json::to_string(x).ok());
-    tx.prepare_cached(
-        "INSERT OR REPLACE INTO history (app, seq, time_ms, targets, event, data, durable, mercure) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )
-    .and_then(|mut s| s.execute(params![app, m.seq, m.time_ms, targets, m.event, m.data, m.durable, mercure]))
-    .map_err(failed)?;
-    let Some(durable) = durable else { return Ok(Vec::new()) };
-    let mut insert = tx
-        .prepare_cached(
-            "INSERT OR IGNORE INTO inbox (app, user, seq, id, event, data, created_ms, expires_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )
+    prepared
+        .history
+        .execute(params![app, m.seq, m.time_ms, targets, m.event, m.data, m.durable, mercure])
         .map_err(failed)?;
+    let Some(durable) = durable else { return Ok(Vec::new()) };
+    counters.no_expiry_before = counters.no_expiry_before.min(durable.expires_ms);
     let mut changes = Vec::with_capacity(durable.users.len());
     for user in durable.users {
-        let inserted = insert
+        let inserted = prepared
+            .inbox
             .execute(params![app, user, m.seq, m.id, m.event, m.data, m.time_ms, durable.expires_ms])
             .map_err(failed)?;
-        let unread = add_unread(tx, app, &user, inserted as i64, m.time_ms).map_err(failed)?;
+        let unread = counters.add(tx, &mut prepared.counter, app, &user, inserted as i64, m.time_ms).map_err(failed)?;
         changes.push(UnreadChange { app: app.to_string(), user, unread });
     }
     Ok(changes)
-}
-
-/// A user's unread count, kept as a counter so that it costs one lookup, not a scan of their
-/// inbox. The counter still includes messages that expired since the last sweep; they are
-/// subtracted here (an index holds exactly those), so the count is exact at every moment.
-fn unread(tx: &Transaction<'_>, app: &str, user: &str, now: u64) -> rusqlite::Result<u64> {
-    let counter: u64 = tx
-        .prepare_cached("SELECT count FROM unread WHERE app = ?1 AND user = ?2")?
-        .query_row(params![app, user], |r| r.get(0))
-        .optional()?
-        .unwrap_or_default();
-    Ok(counter.saturating_sub(expired_unread(tx, app, user, now)?))
 }
 
 /// Every unread message of `app`, from the per-user counters.
@@ -382,35 +438,92 @@ fn size(tx: &Transaction<'_>, app: &str) -> rusqlite::Result<u64> {
         .query_row(params![app], |r| r.get(0))
 }
 
-/// A user's unread messages that expired but are not swept yet.
-fn expired_unread(tx: &Transaction<'_>, app: &str, user: &str, now: u64) -> rusqlite::Result<u64> {
-    tx.prepare_cached(
-        "SELECT COUNT(*) FROM inbox WHERE app = ?1 AND user = ?2 AND read_ms IS NULL AND expires_ms <= ?3",
-    )?
-    .query_row(params![app, user, now], |r| r.get(0))
-}
+/// A user's unread count is kept as a counter so that it costs one lookup, not a scan of their
+/// inbox. The counter still includes messages that expired since the last sweep; they are
+/// counted in the user's inbox and subtracted, so the count is exact at every moment. The hub
+/// sweeps as each message expires, so that count is rarely needed.
+impl Counters {
+    /// A user's unread count.
+    fn unread(&mut self, tx: &Transaction<'_>, app: &str, user: &str, now: u64) -> rusqlite::Result<u64> {
+        Ok(self.stored(tx, app, user)?.saturating_sub(self.expired(tx, app, user, now)?))
+    }
 
-/// Adds `delta` (possibly negative) to a user's unread counter and returns the exact count.
-fn add_unread(tx: &Transaction<'_>, app: &str, user: &str, delta: i64, now: u64) -> rusqlite::Result<u64> {
-    let counter: u64 = tx
-        .prepare_cached(
-            "INSERT INTO unread (app, user, count) VALUES (?1, ?2, MAX(?3, 0)) \
-             ON CONFLICT (app, user) DO UPDATE SET count = MAX(count + ?3, 0) RETURNING count",
+    /// Adds `delta` (possibly negative) to a user's unread counter (`write` stores it) and
+    /// returns the exact count.
+    fn add(
+        &mut self,
+        tx: &Transaction<'_>,
+        write: &mut CachedStatement<'_>,
+        app: &str,
+        user: &str,
+        delta: i64,
+        now: u64,
+    ) -> rusqlite::Result<u64> {
+        let counter = self.stored(tx, app, user)?.saturating_add_signed(delta);
+        if delta != 0 {
+            write.execute(params![app, user, counter])?;
+            self.remember(app, user, counter);
+        }
+        Ok(counter.saturating_sub(self.expired(tx, app, user, now)?))
+    }
+
+    /// A user's counter as stored (with the expired messages not swept yet).
+    fn stored(&mut self, tx: &Transaction<'_>, app: &str, user: &str) -> rusqlite::Result<u64> {
+        if let Some(&counter) = self.stored.get(app).and_then(|users| users.get(user)) {
+            return Ok(counter);
+        }
+        let counter = tx
+            .prepare_cached("SELECT count FROM unread WHERE app = ?1 AND user = ?2")?
+            .query_row(params![app, user], |r| r.get(0))
+            .optional()?
+            .unwrap_or_default();
+        self.remember(app, user, counter);
+        Ok(counter)
+    }
+
+    fn remember(&mut self, app: &str, user: &str, counter: u64) {
+        if let Some(known) = self.stored.get_mut(app).and_then(|users| users.get_mut(user)) {
+            *known = counter;
+            return;
+        }
+        if self.stored.values().map(HashMap::len).sum::<usize>() >= REMEMBERED {
+            self.stored.clear();
+        }
+        self.stored.entry(app.to_string()).or_default().insert(user.to_string(), counter);
+    }
+
+    /// A user's unread messages that expired but are not swept yet.
+    fn expired(&self, tx: &Transaction<'_>, app: &str, user: &str, now: u64) -> rusqlite::Result<u64> {
+        if now < self.no_expiry_before {
+            return Ok(0);
+        }
+        tx.prepare_cached(
+            "SELECT COUNT(*) FROM inbox WHERE app = ?1 AND user = ?2 AND read_ms IS NULL AND expires_ms <= ?3",
         )?
-        .query_row(params![app, user, delta], |r| r.get(0))?;
-    Ok(counter.saturating_sub(expired_unread(tx, app, user, now)?))
+        .query_row(params![app, user, now], |r| r.get(0))
+    }
+
+    /// Counts a user's unread, unexpired messages afresh and stores the count.
+    fn recount(&mut self, tx: &Transaction<'_>, app: &str, user: &str, now: u64) -> rusqlite::Result<u64> {
+        let counter = tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO unread (app, user, count) SELECT ?1, ?2, COUNT(*) FROM inbox \
+                 WHERE app = ?1 AND user = ?2 AND read_ms IS NULL AND expires_ms > ?3 RETURNING count",
+            )?
+            .query_row(params![app, user, now], |r| r.get(0))?;
+        self.remember(app, user, counter);
+        Ok(counter)
+    }
 }
 
-/// Counts a user's unread, unexpired messages afresh and stores the count.
-fn recount(tx: &Transaction<'_>, app: &str, user: &str, now: u64) -> rusqlite::Result<u64> {
-    tx.prepare_cached(
-        "INSERT OR REPLACE INTO unread (app, user, count) SELECT ?1, ?2, COUNT(*) FROM inbox \
-         WHERE app = ?1 AND user = ?2 AND read_ms IS NULL AND expires_ms > ?3 RETURNING count",
-    )?
-    .query_row(params![app, user, now], |r| r.get(0))
-}
-
-fn ack(tx: &Transaction<'_>, app: &str, user: &str, seqs: &[u64]) -> Result<Acked, StoreError> {
+fn ack(
+    tx: &Transaction<'_>,
+    counters: &mut Counters,
+    counter: &mut CachedStatement<'_>,
+    app: &str,
+    user: &str,
+    seqs: &[u64],
+) -> Result<Acked, StoreError> {
     let now = now_ms();
     let mut update = tx
         .prepare_cached(
@@ -423,8 +536,8 @@ fn ack(tx: &Transaction<'_>, app: &str, user: &str, seqs: &[u64]) -> Result<Acke
         acked += update.execute(params![app, user, seq, now]).map_err(failed)? as u64;
     }
     let unread = match acked {
-        0 => unread(tx, app, user, now),
-        n => add_unread(tx, app, user, -(n as i64), now),
+        0 => counters.unread(tx, app, user, now),
+        n => counters.add(tx, counter, app, user, -(n as i64), now),
     };
     Ok(Acked { acked, unread: unread.map_err(failed)? })
 }
@@ -468,16 +581,24 @@ fn messages(tx: &Transaction<'_>, app: &str, user: &str, q: MessageQuery) -> Res
     rows.collect::<Result<_, _>>().map_err(failed)
 }
 
-fn sweep(tx: &Transaction<'_>, limits: &HashMap<String, HistoryLimits>, now: u64) -> Result<Swept, StoreError> {
+fn sweep(
+    tx: &Transaction<'_>,
+    limits: &HashMap<String, HistoryLimits>,
+    counters: &mut Counters,
+    now: u64,
+) -> Result<Swept, StoreError> {
+    // Not `DISTINCT`: SQLite would then walk every message in (app, user) order instead of the
+    // expired ones by expiry.
     let mut affected = tx
-        .prepare("SELECT DISTINCT app, user FROM inbox WHERE expires_ms <= ?1 AND read_ms IS NULL")
+        .prepare(EXPIRED_UNREAD)
         .map_err(failed)?
         .query_map([now], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
         .map_err(failed)?
         .collect::<Result<Vec<_>, _>>()
         .map_err(failed)?;
     affected.sort();
-    tx.execute("DELETE FROM inbox WHERE expires_ms <= ?1", [now]).map_err(failed)?;
+    affected.dedup();
+    tx.execute(DELETE_EXPIRED, [now]).map_err(failed)?;
     for (app, l) in limits {
         let head: u64 = tx.query_row("SELECT head FROM app WHERE id = ?1", [app], |r| r.get(0)).map_err(failed)?;
         trim_history(tx, app, *l, head, now)?;
@@ -485,12 +606,12 @@ fn sweep(tx: &Transaction<'_>, limits: &HashMap<String, HistoryLimits>, now: u64
     let changes = affected
         .into_iter()
         .map(|(app, user)| {
-            let unread = recount(tx, &app, &user, now).map_err(failed)?;
+            let unread = counters.recount(tx, &app, &user, now).map_err(failed)?;
             Ok(UnreadChange { app, user, unread })
         })
         .collect::<Result<_, StoreError>>()?;
-    let next_expiry_ms =
-        tx.query_row("SELECT MIN(expires_ms) FROM inbox WHERE read_ms IS NULL", [], |r| r.get(0)).map_err(failed)?;
+    let next_expiry_ms: Option<u64> = tx.query_row(EARLIEST_UNREAD, [], |r| r.get(0)).map_err(failed)?;
+    counters.no_expiry_before = next_expiry_ms.unwrap_or(u64::MAX);
     Ok(Swept { changes, next_expiry_ms })
 }
 
@@ -601,5 +722,77 @@ mod tests {
         let store = SqliteStore::open(&path, StoreSync::Normal, None).unwrap();
         let opened = store.open_app("a", limits).await.unwrap();
         assert_eq!(opened.history[1].mercure.as_ref(), Some(&extras));
+    }
+
+    #[tokio::test]
+    async fn a_version_1_file_opens_with_its_counts_and_without_expired_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        let now = now_ms();
+        {
+            // Version 1, with its per-user expiry index; erin has one message kept and one
+            // expired but not swept yet (her counter still holds both).
+            let old = Connection::open(&path).unwrap();
+            let schema = SCHEMA.replace(
+                "CREATE INDEX IF NOT EXISTS inbox_by_expiry ON inbox (read_ms IS NULL, expires_ms);",
+                "CREATE INDEX inbox_expiry ON inbox (expires_ms); \
+                 CREATE INDEX inbox_unread_expiry ON inbox (expires_ms) WHERE read_ms IS NULL; \
+                 CREATE INDEX inbox_user_unread_expiry ON inbox (app, user, expires_ms) WHERE read_ms IS NULL;",
+            );
+            old.execute_batch(&format!(
+                "{schema} ALTER TABLE history ADD COLUMN mercure TEXT; PRAGMA user_version = 1;"
+            ))
+            .unwrap();
+            old.execute("INSERT INTO app (id, epoch, head, floor) VALUES ('a', 'ep', 2, 0)", []).unwrap();
+            for (seq, expires_ms) in [(1, now + 60_000), (2, now - 1)] {
+                old.execute(
+                    "INSERT INTO inbox (app, user, seq, id, data, created_ms, expires_ms) \
+                     VALUES ('a', 'erin', ?1, 'ep-' || ?1 || '-d', 'x', ?2, ?3)",
+                    params![seq, now - 10, expires_ms],
+                )
+                .unwrap();
+            }
+            old.execute("INSERT INTO unread (app, user, count) VALUES ('a', 'erin', 2)", []).unwrap();
+        }
+        let store = SqliteStore::open(&path, StoreSync::Normal, None).unwrap();
+        let limits = HistoryLimits { max_len: 10, max_age_ms: 60_000, max_bytes: usize::MAX };
+        assert_eq!(store.open_app("a", limits).await.unwrap().head, 2);
+        assert_eq!(store.unread("a", "erin").await.unwrap(), 1, "the expired one is not counted");
+        let to = Targets { users: vec!["erin".into()], ..Targets::default() };
+        let message = Arc::new(Message::new("ep", 3, now, to, None, "y".into(), true));
+        let durable = DurableFor { users: vec!["erin".into()], expires_ms: now + 60_000 };
+        let changes = store.append("a", message, Some(durable)).unwrap().await.unwrap();
+        assert_eq!(changes[0].unread, 2);
+        let swept = store.sweep(now_ms()).await.unwrap();
+        assert_eq!(swept.changes[0].unread, 2);
+        assert_eq!(store.unread("a", "erin").await.unwrap(), 2);
+        drop(store);
+        let file = Connection::open(&path).unwrap();
+        file.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+        let indexes: String = file
+            .query_row(
+                "SELECT group_concat(name) FROM sqlite_master WHERE tbl_name = 'inbox' AND type = 'index'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, "inbox_by_expiry", "version 2 keeps one index of the inbox");
+    }
+
+    #[test]
+    fn the_sweep_reads_only_the_expired_messages_through_the_expiry_index() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        for sql in [EXPIRED_UNREAD, DELETE_EXPIRED, EARLIEST_UNREAD] {
+            let plan: Vec<String> = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {}", sql.replace("?1", "1")))
+                .unwrap()
+                .query_map([], |r| r.get(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(plan.len(), 1, "{sql}: {plan:?}");
+            assert!(plan[0].starts_with("SEARCH inbox USING INDEX inbox_by_expiry ("), "{sql}: {plan:?}");
+        }
     }
 }
