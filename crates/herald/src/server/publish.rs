@@ -106,9 +106,7 @@ where
                 Ok(read) => read.map(drop)?,
                 Err(_) => {
                     let answer = timeout_problem(&BodyTimeout(hub.config().body_timeout_secs));
-                    socket
-                        .write_all(&serialize(axum::response::IntoResponse::into_response(answer), true).await)
-                        .await?;
+                    socket.write_all(&serialize(answer.into_response(), true).await).await?;
                     return Ok(None);
                 }
             }
