@@ -198,7 +198,8 @@ async fn run(
 
 /// Reads the first request of `io`: a stream subscribed by it runs in a separate, small task, since
 /// the hyper connection future is several times the size of a direct stream's and a task's memory
-/// is the size of its future; anything else is served by hyper.
+/// is the size of its future; a publish opens the lean publish loop (`publish`), which hands the
+/// connection to hyper if something else follows; anything else is served by hyper.
 async fn serve_direct<I>(io: I, conn: Connection, hub: &Hub, tasks: &TaskTracker)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
