@@ -35,6 +35,14 @@ fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
+/// Publishes `data` as event `TLS` to user 42 in-process (the test's reqwest has no TLS backend),
+/// as an embedding app would.
+async fn publish_to_42(hub: &TestHub, data: &str) -> herald::Published {
+    let to = herald::Targets { users: vec!["42".into()], ..Default::default() };
+    let publish = herald::Publish { to, event: Some("TLS".into()), data: data.into(), ..Default::default() };
+    hub.hub.publish("default", publish).await.unwrap()
+}
+
 async fn start_tls(dir: &Path) -> (TestHub, PathBuf) {
     let (cert, key) = self_signed(dir);
     let mut config = config();
@@ -91,20 +99,7 @@ async fn https_negotiates_http2_by_alpn_and_streams() {
         String::from_utf8(out.stdout).unwrap()
     });
     eventually("the TLS stream is registered", || async { hub.hub.connection_count() == 1 }).await;
-    // The test's reqwest has no TLS backend; publish in-process, as an embedding app would.
-    let sent = hub
-        .hub
-        .publish(
-            "default",
-            herald::Publish {
-                to: herald::Targets { users: vec!["42".into()], ..Default::default() },
-                event: Some("TLS".into()),
-                data: "secret".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let sent = publish_to_42(&hub, "secret").await;
     assert_eq!(sent.delivered, 1);
     hub.shutdown().await.unwrap();
     let transcript = reader.await.unwrap();
@@ -132,19 +127,7 @@ async fn https_http1_streams_deliver_end_cleanly_and_notice_a_closed_client() {
     leaver.kill().await.unwrap();
     eventually("the closed client is unregistered", || async { hub.hub.connection_count() == 1 }).await;
 
-    let sent = hub
-        .hub
-        .publish(
-            "default",
-            herald::Publish {
-                to: herald::Targets { users: vec!["42".into()], ..Default::default() },
-                event: Some("TLS".into()),
-                data: "over http/1.1".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let sent = publish_to_42(&hub, "over http/1.1").await;
     assert_eq!(sent.delivered, 1);
     hub.shutdown().await.unwrap();
     // The stream ends with a TLS close_notify, so curl sees a complete response.

@@ -129,16 +129,18 @@ pub(crate) async fn publish(
     ApiApp(app): ApiApp,
     JsonBody(body): JsonBody<PublishBody>,
 ) -> Result<Response, Problem> {
-    Ok(Json(hub.publish(&app, body.into()).await?).into_response())
+    publish_parsed(&hub, &app, body).await
+}
+
+/// What [`publish`] does once its key and body were checked, shared with [`publish_raw`].
+async fn publish_parsed(hub: &Hub, app: &str, body: PublishBody) -> Result<Response, Problem> {
+    Ok(Json(hub.publish(app, body.into()).await?).into_response())
 }
 
 /// [`publish`] for the server's lean path, which has read the head and the whole body itself
 /// and checked the key with [`api_app`]: the same steps in the same order, so the same answers.
 pub(crate) async fn publish_raw(hub: &Hub, app: &str, body: &[u8]) -> Response {
-    let answer = async {
-        let body: PublishBody = super::extract::json(body)?;
-        publish(State(hub.clone()), ApiApp(app.to_owned()), JsonBody(body)).await
-    };
+    let answer = async { publish_parsed(hub, app, super::extract::json(body)?).await };
     answer.await.unwrap_or_else(IntoResponse::into_response)
 }
 
