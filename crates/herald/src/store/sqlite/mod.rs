@@ -4,18 +4,24 @@
 //! queued in one transaction and answers everyone after the commit (group commit): a thousand
 //! concurrent durable publishes cost one fsync, not a thousand. With `synchronous=NORMAL` a
 //! committed message survives a killed process; `store_sync = "full"` also survives a power
-//! loss. The file is opened in exclusive locking mode, so a second hub on the same file fails
-//! at start instead of forking the sequence.
+//! loss. The log is copied into the file beside the writer ([`checkpoint`]), and the hub locks
+//! the file (`<file>-lock`), so a second hub on the same file fails at start instead of forking
+//! the sequence.
+
+mod checkpoint;
 
 use std::collections::HashMap;
+use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_util::future::{BoxFuture, FutureExt};
 use rusqlite::{params, CachedStatement, Connection, ErrorCode, OptionalExtension, Transaction};
 use tokio::sync::oneshot;
 
+use self::checkpoint::{Checkpointer, LOG_LIMIT};
 use super::{
     Acked, Commit, DurableFor, HistoryLimits, Inbox, MessageQuery, Opened, Store, StoreError, StoredMessage, Swept,
     UnreadChange, UserMessage,
@@ -27,6 +33,8 @@ use crate::message::{now_ms, Message};
 const QUEUE: usize = 65_536;
 /// Most commands applied in one transaction.
 const BATCH: usize = 4_096;
+/// How long opening waits for the lock of a store that is closing.
+const LOCK_WAIT: Duration = Duration::from_millis(500);
 /// Most unread counters the writer remembers; past this it forgets them all (and reads them
 /// again as they are used).
 const REMEMBERED: usize = 100_000;
@@ -96,13 +104,27 @@ impl SqliteStore {
     ///
     /// The file is locked by another process, corrupt, or cannot be created.
     pub fn open(path: &Path, sync: StoreSync, max_bytes: Option<u64>) -> Result<Self, StoreError> {
+        Self::open_with_log_limit(path, sync, max_bytes, LOG_LIMIT)
+    }
+
+    /// [`SqliteStore::open`], restarting the log past `log_limit` frames.
+    fn open_with_log_limit(
+        path: &Path,
+        sync: StoreSync,
+        max_bytes: Option<u64>,
+        log_limit: u64,
+    ) -> Result<Self, StoreError> {
+        let lock = lock(path)?;
         let conn = open_connection(path, sync, max_bytes)?;
+        let checkpointer = Checkpointer::start(path, synchronous(sync), log_limit)?;
         let (tx, rx) = sync_channel(QUEUE);
         let path = path.to_path_buf();
         let counters = Counters { no_expiry_before: earliest_unread_expiry(&conn), ..Counters::default() };
         std::thread::Builder::new()
             .name("herald-store".into())
-            .spawn(move || Writer { conn, path, limits: HashMap::new(), counters }.run(rx))
+            .spawn(move || {
+                Writer { conn, path, limits: HashMap::new(), counters, checkpointer, _lock: lock }.run(rx);
+            })
             .map_err(|e| StoreError::Failed(e.to_string()))?;
         Ok(Self { tx })
     }
@@ -132,6 +154,40 @@ fn writer_stopped() -> StoreError {
     StoreError::Failed("the store writer stopped".into())
 }
 
+/// Takes the hub's lock on the store file: a second hub on it would fork the sequence. An
+/// advisory lock on a file of its own, since SQLite's own locks are per transaction (the
+/// checkpointer needs a second connection) and closing any other descriptor of the database
+/// file would drop them. Like SQLite's busy timeout, it waits a moment for a store that is
+/// closing (its writer thread ends after the last handle is dropped).
+fn lock(path: &Path) -> Result<File, StoreError> {
+    let shown = path.display().to_string();
+    let lock_path = format!("{shown}-lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StoreError::Failed(format!("`{lock_path}`: {e}")))?;
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(TryLockError::WouldBlock) => return Err(StoreError::Locked(shown)),
+            Err(TryLockError::Error(e)) => return Err(StoreError::Failed(format!("`{lock_path}`: {e}"))),
+        }
+    }
+}
+
+fn synchronous(sync: StoreSync) -> &'static str {
+    match sync {
+        StoreSync::Normal => "NORMAL",
+        StoreSync::Full => "FULL",
+    }
+}
+
 fn open_connection(path: &Path, sync: StoreSync, max_bytes: Option<u64>) -> Result<Connection, StoreError> {
     let shown = path.display().to_string();
     let classify = |e: rusqlite::Error| match e.sqlite_error_code() {
@@ -141,14 +197,12 @@ fn open_connection(path: &Path, sync: StoreSync, max_bytes: Option<u64>) -> Resu
         _ => StoreError::Failed(format!("`{shown}`: {e}")),
     };
     let conn = Connection::open(path).map_err(classify)?;
-    let synchronous = match sync {
-        StoreSync::Normal => "NORMAL",
-        StoreSync::Full => "FULL",
-    };
-    // Exclusive locking is taken by the first write, which the schema statement performs.
+    let synchronous = synchronous(sync);
+    // The busy timeout covers a restarting checkpoint (see `checkpoint`); the log is truncated
+    // to 64 MiB when it starts over.
     conn.execute_batch(&format!(
-        "PRAGMA busy_timeout = 200; PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = WAL; \
-         PRAGMA synchronous = {synchronous}; PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 8192; \
+        "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
+         PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864; \
          BEGIN IMMEDIATE; {SCHEMA} COMMIT;"
     ))
     .map_err(classify)?;
@@ -200,6 +254,9 @@ struct Writer {
     path: PathBuf,
     limits: HashMap<String, HistoryLimits>,
     counters: Counters,
+    checkpointer: Checkpointer,
+    /// Held for as long as the writer runs.
+    _lock: File,
 }
 
 /// What the writer knows of the unread counters, so that counting a durable message in costs
@@ -262,10 +319,14 @@ impl Writer {
             }
             tx.commit().map_err(failed)
         })();
-        if let Err(e) = &outcome {
-            tracing::error!(error = %e, "Store commit failed.");
-            // What the rolled-back transaction wrote, or swept, is not in the file.
-            self.counters = Counters { no_expiry_before: earliest_unread_expiry(&self.conn), ..Counters::default() };
+        match &outcome {
+            Ok(()) => self.checkpointer.committed(&self.conn),
+            Err(e) => {
+                tracing::error!(error = %e, "Store commit failed.");
+                // What the rolled-back transaction wrote, or swept, is not in the file.
+                self.counters =
+                    Counters { no_expiry_before: earliest_unread_expiry(&self.conn), ..Counters::default() };
+            }
         }
         for answer in answers {
             answer(outcome.as_ref().err());
@@ -689,6 +750,63 @@ mod tests {
         assert_eq!(store.unread("a", "u").await.unwrap(), 1);
         let swept = store.sweep(now_ms()).await.unwrap();
         assert_eq!(swept.next_expiry_ms, Some(now + 60_000));
+    }
+
+    #[tokio::test]
+    async fn a_second_store_on_the_same_file_is_refused_until_the_first_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let first = SqliteStore::open(&path, StoreSync::Normal, None).unwrap();
+        first.flush().await.unwrap();
+        let second = SqliteStore::open(&path, StoreSync::Normal, None);
+        assert!(matches!(second, Err(StoreError::Locked(ref p)) if *p == path.display().to_string()));
+        drop(first);
+        // The writer lets go of the lock once its queue is closed and its thread has ended.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while let Err(StoreError::Locked(_)) = SqliteStore::open(&path, StoreSync::Normal, None) {
+            assert!(std::time::Instant::now() < deadline, "the lock outlived the store");
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// The writer never waits for a checkpoint, so the log cannot rely on SQLite's automatic
+    /// one; this keeps the writer busy from four publishers and checks that the log starts
+    /// over (its header counts restarts) and stays far below everything written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_log_starts_over_while_the_writer_never_rests() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let store = Arc::new(SqliteStore::open_with_log_limit(&path, StoreSync::Normal, None, 64).unwrap());
+        let limits = HistoryLimits { max_len: 1_000_000, max_age_ms: 3_600_000, max_bytes: usize::MAX };
+        store.open_app("a", limits).await.unwrap();
+        let wal = std::path::PathBuf::from(format!("{}-wal", path.display()));
+        let restarts = || std::fs::read(&wal).map_or(0, |h| u32::from_be_bytes([h[12], h[13], h[14], h[15]]));
+        let before = restarts();
+        let seq = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let publishers = (0..4).map(|p| {
+            let (store, seq, wal) = (store.clone(), seq.clone(), wal.clone());
+            tokio::spawn(async move {
+                let mut largest = 0;
+                for i in 0..4_000 {
+                    let seq = seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    let user = format!("user-{p}-{}", i % 500);
+                    let to = Targets { users: vec![user.clone()], ..Targets::default() };
+                    let m = Message::new("ep", seq, now_ms(), to, None, "x".repeat(200), true);
+                    let durable = DurableFor { users: vec![user], expires_ms: now_ms() + 60_000 };
+                    store.append("a", Arc::new(m), Some(durable)).unwrap().await.unwrap();
+                    largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+                }
+                largest
+            })
+        });
+        let largest = futures_util::future::join_all(publishers).await.into_iter().map(Result::unwrap).max();
+        // 16,000 messages of 200 bytes and their inbox rows are 6.4 MB of rows alone, and their
+        // commits rewrite each touched page in full: a log that never starts over holds >100 MB.
+        let (largest, restarts) = (largest.unwrap(), restarts() - before);
+        eprintln!("log: largest {largest} bytes, {restarts} restarts");
+        assert!(restarts >= 2, "the log started over {restarts} times");
+        assert!(largest < 40 << 20, "the log grew to {largest} bytes");
+        assert_eq!(store.unread("a", "user-3-499").await.unwrap(), 8);
     }
 
     #[tokio::test]
