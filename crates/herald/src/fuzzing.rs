@@ -129,7 +129,9 @@ pub fn decode_bus(payload: &[u8], own_node: &str) -> Option<BusKind> {
         BusEvent::Presence { .. } => BusKind::Presence,
         BusEvent::Kick { .. } => BusKind::Kick,
         BusEvent::Reports { .. } => BusKind::Reports,
-        BusEvent::Resubscribed => unreachable!("a bus line never decodes to a resubscription"),
+        BusEvent::Resubscribed { .. } | BusEvent::Unsubscribed { .. } => {
+            unreachable!("a bus line never decodes to a subscription's change")
+        }
     })
 }
 

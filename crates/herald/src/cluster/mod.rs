@@ -136,8 +136,11 @@ pub(crate) enum BusEvent {
     Kick { app: String, kick: Kick },
     /// Other nodes' delivery counts of messages this node published: `(seq, count)`.
     Reports { app: String, counts: Vec<(u64, usize)> },
-    /// The consumer (re)subscribed: anything published meanwhile must be read from the stream.
-    Resubscribed,
+    /// The consumer (re)subscribed to these apps' buses: anything published meanwhile must be
+    /// read from the stream.
+    Resubscribed { apps: Vec<String> },
+    /// The consumer lost these apps' buses and is reconnecting.
+    Unsubscribed { apps: Vec<String> },
 }
 
 /// A handle on the cluster's Redis.

@@ -45,6 +45,9 @@ impl Cluster {
                         Ok(()) => return,
                         Err(error) => {
                             tracing::warn!(%error, "Lost the cluster bus; reconnecting.");
+                            if tx.send(BusEvent::Unsubscribed { apps: apps.clone() }).await.is_err() {
+                                return;
+                            }
                             tokio::time::sleep(backoff).await;
                             backoff = (backoff * 2).min(Duration::from_secs(5));
                         }
@@ -76,7 +79,7 @@ impl Cluster {
             pubsub.subscribe(keys::bus(&ns)).await?;
             pubsub.subscribe(keys::reports(&ns, &self.node)).await?;
         }
-        if tx.send(BusEvent::Resubscribed).await.is_err() {
+        if tx.send(BusEvent::Resubscribed { apps: apps.to_vec() }).await.is_err() {
             return Ok(());
         }
         self.presence_resync.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -130,7 +133,7 @@ impl Cluster {
         let client = redis::Client::open(owner)?;
         let mut conn = bounded(COMMAND_TIMEOUT, client.get_multiplexed_async_connection_with_config(&config)).await?;
         redis::cmd("SSUBSCRIBE").arg(&bus).arg(&reports).exec_async(&mut conn).await?;
-        if tx.send(BusEvent::Resubscribed).await.is_err() {
+        if tx.send(BusEvent::Resubscribed { apps: vec![app.to_string()] }).await.is_err() {
             return Ok(());
         }
         self.presence_resync.store(true, std::sync::atomic::Ordering::Relaxed);

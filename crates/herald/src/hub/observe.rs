@@ -22,6 +22,9 @@ pub enum NotReady {
     /// The store (or Redis) answered with an error.
     #[error("the store failed: {0}")]
     Store(#[from] StoreError),
+    /// A cluster node has not subscribed to every app's bus yet, or lost it and is reconnecting.
+    #[error("this node does not hear the cluster bus yet (subscribing to Redis)")]
+    BusUnsubscribed,
 }
 
 impl Hub {
@@ -70,8 +73,9 @@ impl Hub {
         }
     }
 
-    /// Whether the hub can serve: not shutting down, and its store (or the cluster's Redis)
-    /// answers a read within two seconds. `GET /readyz` is this.
+    /// Whether the hub can serve: not shutting down, a cluster node hears every app's bus, and
+    /// its store (or the cluster's Redis) answers a read within two seconds. `GET /readyz` is
+    /// this.
     ///
     /// # Errors
     ///
@@ -84,6 +88,10 @@ impl Hub {
         // A read that goes through the store's writer thread, or to Redis and back.
         let probe = self.inner.inbox.unread(app, "");
         tokio::time::timeout(READY_WITHIN, probe).await.map_err(|_| NotReady::StoreTimeout(READY_WITHIN))??;
+        // After the store: with Redis down, that is what to fix.
+        if !self.inner.backbone.listening() {
+            return Err(NotReady::BusUnsubscribed);
+        }
         Ok(())
     }
 }

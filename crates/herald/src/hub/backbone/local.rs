@@ -86,6 +86,10 @@ impl Backbone for Local {
 
     fn start(self: Arc<Self>, _hub: Weak<Inner>) {}
 
+    fn listening(&self) -> bool {
+        true
+    }
+
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
         self.store.flush()
     }

@@ -57,6 +57,11 @@ pub(crate) trait Backbone: Send + Sync + 'static {
     /// Starts what runs beside the hub (a cluster's bus), holding the hub weakly.
     fn start(self: Arc<Self>, hub: Weak<Inner>);
 
+    /// Whether this node hears every app's bus (a single node always does). Until it does, a
+    /// publish is answered before this node's own copy arrives and its streams get messages
+    /// late, from the catch-up that follows the subscription; `/readyz` waits for it.
+    fn listening(&self) -> bool;
+
     /// Resolves once everything accepted is persisted; called at shutdown.
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>>;
 }

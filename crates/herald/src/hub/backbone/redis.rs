@@ -2,11 +2,12 @@
 //! each node applies the bus to its own connections, in order, and catches up from the history
 //! stream after the bus was lost.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use futures_util::future::{BoxFuture, FutureExt};
+use parking_lot::Mutex;
 use tokio::sync::{mpsc, Notify};
 
 use super::Backbone;
@@ -25,11 +26,14 @@ pub(crate) struct Redis {
     cluster: Arc<Cluster>,
     /// How long a publish waits for the other nodes' delivery counts (`delivery_report_ms`).
     report_wait: Duration,
+    /// Apps whose bus this node does not hear yet (or lost): set at start, emptied as each
+    /// subscription is made and its catch-up read.
+    deaf: Arc<Mutex<Option<HashSet<String>>>>,
 }
 
 impl Redis {
     pub(crate) fn new(cluster: Arc<Cluster>, report_wait: Duration) -> Self {
-        Self { cluster, report_wait }
+        Self { cluster, report_wait, deaf: Arc::new(Mutex::new(None)) }
     }
 }
 
@@ -100,9 +104,14 @@ impl Backbone for Redis {
 
     fn start(self: Arc<Self>, hub: Weak<Inner>) {
         let Some(inner) = hub.upgrade() else { return };
+        *self.deaf.lock() = Some(inner.apps.keys().cloned().collect());
         let bus = self.cluster.consume(inner.apps.keys().cloned().collect());
         drop(inner);
-        tokio::spawn(apply_bus(hub, bus, self.cluster.clone()));
+        tokio::spawn(apply_bus(hub, bus, self.cluster.clone(), self.deaf.clone()));
+    }
+
+    fn listening(&self) -> bool {
+        self.deaf.lock().as_ref().is_some_and(HashSet::is_empty)
     }
 
     /// Redis acknowledged every write before its publish answered: nothing is left to flush.
@@ -346,7 +355,12 @@ impl App {
 }
 
 /// Applies the cluster bus to this node's apps, in order.
-async fn apply_bus(hub: Weak<Inner>, mut bus: mpsc::Receiver<BusEvent>, cluster: Arc<Cluster>) {
+async fn apply_bus(
+    hub: Weak<Inner>,
+    mut bus: mpsc::Receiver<BusEvent>,
+    cluster: Arc<Cluster>,
+    deaf: Arc<Mutex<Option<HashSet<String>>>>,
+) {
     while let Some(event) = bus.recv().await {
         let Some(inner) = hub.upgrade() else { return };
         match event {
@@ -402,9 +416,19 @@ async fn apply_bus(hub: Weak<Inner>, mut bus: mpsc::Receiver<BusEvent>, cluster:
                     app.kick_local(kick.user.as_deref(), kick.connection.as_deref(), kick.reason.as_deref());
                 }
             }
-            BusEvent::Resubscribed => {
-                for app in inner.apps.values() {
+            BusEvent::Resubscribed { apps } => {
+                for app in apps.iter().filter_map(|app| inner.apps.get(app)) {
                     app.catch_up(&cluster).await;
+                }
+                if let Some(deaf) = deaf.lock().as_mut() {
+                    for app in &apps {
+                        deaf.remove(app);
+                    }
+                }
+            }
+            BusEvent::Unsubscribed { apps } => {
+                if let Some(deaf) = deaf.lock().as_mut() {
+                    deaf.extend(apps);
                 }
             }
         }
