@@ -111,11 +111,11 @@ impl Hub {
         config.validate()?;
         let node: Arc<str> = id::random_token(6).into();
         if let Some(url) = &config.redis_url {
-            let apps = config.all_apps().map(|(_, a)| a.id.clone()).collect();
+            let apps: Vec<String> = config.all_apps().map(|(_, a)| a.id.clone()).collect();
             let ttl = Duration::from_secs(config.presence_ttl_secs);
-            let cluster = Cluster::connect(url, node.clone(), apps, ttl, config.redis_min_replicas).await?;
+            let cluster = Cluster::connect(url, node.clone(), apps.clone(), ttl, config.redis_min_replicas).await?;
             let report_wait = Duration::from_millis(config.delivery_report_ms);
-            return Self::start(config, Arc::new(Redis::new(cluster, report_wait)), node).await;
+            return Self::start(config, Arc::new(Redis::new(cluster, report_wait, apps)), node).await;
         }
         let store: Arc<dyn Store> = match config.store {
             StoreKind::Memory => Arc::new(MemoryStore::new()),

@@ -26,14 +26,14 @@ pub(crate) struct Redis {
     cluster: Arc<Cluster>,
     /// How long a publish waits for the other nodes' delivery counts (`delivery_report_ms`).
     report_wait: Duration,
-    /// Apps whose bus this node does not hear yet (or lost): set at start, emptied as each
-    /// subscription is made and its catch-up read.
-    deaf: Arc<Mutex<Option<HashSet<String>>>>,
+    /// Apps whose bus this node does not hear yet (or lost): every app at first, emptied as
+    /// each subscription is made and its catch-up read.
+    deaf: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Redis {
-    pub(crate) fn new(cluster: Arc<Cluster>, report_wait: Duration) -> Self {
-        Self { cluster, report_wait, deaf: Arc::new(Mutex::new(None)) }
+    pub(crate) fn new(cluster: Arc<Cluster>, report_wait: Duration, apps: Vec<String>) -> Self {
+        Self { cluster, report_wait, deaf: Arc::new(Mutex::new(apps.into_iter().collect())) }
     }
 }
 
@@ -104,14 +104,13 @@ impl Backbone for Redis {
 
     fn start(self: Arc<Self>, hub: Weak<Inner>) {
         let Some(inner) = hub.upgrade() else { return };
-        *self.deaf.lock() = Some(inner.apps.keys().cloned().collect());
         let bus = self.cluster.consume(inner.apps.keys().cloned().collect());
         drop(inner);
         tokio::spawn(apply_bus(hub, bus, self.cluster.clone(), self.deaf.clone()));
     }
 
     fn listening(&self) -> bool {
-        self.deaf.lock().as_ref().is_some_and(HashSet::is_empty)
+        self.deaf.lock().is_empty()
     }
 
     /// Redis acknowledged every write before its publish answered: nothing is left to flush.
@@ -359,7 +358,7 @@ async fn apply_bus(
     hub: Weak<Inner>,
     mut bus: mpsc::Receiver<BusEvent>,
     cluster: Arc<Cluster>,
-    deaf: Arc<Mutex<Option<HashSet<String>>>>,
+    deaf: Arc<Mutex<HashSet<String>>>,
 ) {
     while let Some(event) = bus.recv().await {
         let Some(inner) = hub.upgrade() else { return };
@@ -420,16 +419,13 @@ async fn apply_bus(
                 for app in apps.iter().filter_map(|app| inner.apps.get(app)) {
                     app.catch_up(&cluster).await;
                 }
-                if let Some(deaf) = deaf.lock().as_mut() {
-                    for app in &apps {
-                        deaf.remove(app);
-                    }
+                let mut deaf = deaf.lock();
+                for app in &apps {
+                    deaf.remove(app);
                 }
             }
             BusEvent::Unsubscribed { apps } => {
-                if let Some(deaf) = deaf.lock().as_mut() {
-                    deaf.extend(apps);
-                }
+                deaf.lock().extend(apps);
             }
         }
     }
