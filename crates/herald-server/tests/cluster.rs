@@ -302,6 +302,37 @@ async fn a_killed_node_leaves_presence_and_its_client_resumes_elsewhere() {
     assert_eq!(messages(&mut on_b, 1).await, [(after, "after".to_string())]);
 }
 
+/// A node its peers took for dead (silent longer than the TTL: a failover, a pause) while its
+/// clients stayed connected rewrites its connections once it refreshes again, and announces them
+/// again on the presence feed, where its peers had announced them gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_buried_alive_lists_its_connections_again() {
+    let redis = Redis::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (node(&redis, &dir, "a").await, node(&redis, &dir, "b").await);
+    let mut feed = Sse::presence(&a.base, API_KEY).await;
+    let (_on_b, connected) = Sse::connect(&b.base, &format!("access_token={}", token("alive", json!({})))).await;
+    let id = connected["connection_id"].as_str().unwrap().to_string();
+    assert_eq!(data(&feed.until("connect").await)["id"], id.as_str());
+
+    // What a peer's burial leaves in Redis, done at once: B out of the live set, its hash gone.
+    let keys = redis.command("KEYS herald:default:conns:*").await.unwrap();
+    let hash = keys.lines().find(|l| l.starts_with("herald:")).expect("B's connections hash").to_string();
+    let node_b = hash.rsplit(':').next().unwrap();
+    let bury = format!(
+        "EVAL \"redis.call('ZREM', KEYS[1], ARGV[1]) return redis.call('DEL', KEYS[2])\" 2 herald:default:nodes {hash} {node_b}"
+    );
+    assert_eq!(redis.command(&bury).await.unwrap().trim(), ":1", "B's hash was not there to delete");
+
+    let again = feed.until("connect").await;
+    assert_eq!(data(&again)["id"], id.as_str(), "B announces its connection again");
+    eventually("A lists B's connection again", || async {
+        let (_, user) = api_get(&a.base, "/api/users/alive").await;
+        user["connections"].as_array().is_some_and(|c| c.len() == 1)
+    })
+    .await;
+}
+
 /// The sequence numbers of event ids (`<epoch>-<seq>[-d]`).
 fn seqs_of(ids: &[String]) -> Vec<u64> {
     ids.iter().map(|id| id.split('-').nth(1).unwrap().parse().unwrap()).collect()

@@ -37,6 +37,7 @@
 
 mod inbox;
 mod keys;
+mod presence;
 mod scripts;
 mod subscribe;
 mod topology;
@@ -55,7 +56,7 @@ pub(crate) use topology::Topology;
 
 use crate::message::MercureFields;
 use crate::message::Targets;
-use crate::presence::{ConnectionInfo, Kick, PresenceEvent, PresenceKind};
+use crate::presence::{Kick, PresenceEvent};
 use crate::store::{DurableFor, HistoryLimits, Opened, StoreError, StoredMessage};
 
 /// How long a publish waits for `redis_min_replicas` replicas to confirm it (`WAIT`).
@@ -440,122 +441,6 @@ impl Cluster {
                     tracing::debug!(%error, "Could not send delivery reports.");
                 }
             }
-        }
-    }
-
-    /// Records a local connection's arrival or departure for the other nodes.
-    pub(crate) fn presence_changed(&self, app: &str, event: PresenceEvent) {
-        let _ = self.presence.send((app.to_string(), event));
-    }
-
-    /// The connections other live nodes hold.
-    pub(crate) async fn remote_connections(&self, app: &str) -> Result<Vec<ConnectionInfo>, StoreError> {
-        let mut conn = self.conn.clone();
-        let nodes = self.live_peers(&mut conn, app).await?;
-        let ns = self.ns(app);
-        let mut pipe = redis::pipe();
-        for node in &nodes {
-            pipe.hvals(keys::conns(&ns, node));
-        }
-        let lists: Vec<Vec<String>> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
-        Ok(lists.into_iter().flatten().filter_map(|json| serde_json::from_str(&json).ok()).collect())
-    }
-
-    /// Keeps this node's presence in Redis: applies comings and goings as they happen,
-    /// refreshes the node's liveness, and rewrites everything after Redis was unreachable.
-    /// One pipeline per app, since on Redis Cluster each app lives in its own slot.
-    async fn write_presence(
-        self: Arc<Self>,
-        mut rx: mpsc::UnboundedReceiver<(String, PresenceEvent)>,
-        apps: Vec<String>,
-    ) {
-        let mut conn = self.conn.clone();
-        let mut refresh = tokio::time::interval(self.presence_ttl / 3);
-        let mut local: HashMap<String, HashMap<String, String>> =
-            apps.iter().map(|a| (a.clone(), HashMap::new())).collect();
-        let mut stale: std::collections::HashSet<String> = apps.iter().cloned().collect();
-        loop {
-            tokio::select! {
-                change = rx.recv() => {
-                    let Some((app, event)) = change else { return };
-                    let ns = self.ns(&app).into_owned();
-                    let id = event.connection.id.clone();
-                    let json = serde_json::to_string(&event.connection).unwrap_or_default();
-                    let conns = local.entry(app.clone()).or_default();
-                    let mut pipe = redis::pipe();
-                    match event.kind {
-                        PresenceKind::Connect => {
-                            conns.insert(id.clone(), json);
-                            pipe.hset(keys::conns(&ns, &self.node), &id, &conns[&id]);
-                        }
-                        PresenceKind::Disconnect => {
-                            conns.remove(&id);
-                            pipe.hdel(keys::conns(&ns, &self.node), &id);
-                        }
-                    }
-                    let line = format!("p {} {}", self.node, serde_json::to_string(&event).unwrap_or_default());
-                    pipe.add_command(self.publish_cmd(keys::bus(&ns), line));
-                    if pipe.query_async::<()>(&mut conn).await.is_err() {
-                        stale.insert(app);
-                    }
-                }
-                _ = refresh.tick() => {
-                    if self.presence_resync.swap(false, std::sync::atomic::Ordering::Relaxed) {
-                        stale.extend(apps.iter().cloned());
-                    }
-                    let now = crate::message::now_ms();
-                    let ttl = (self.presence_ttl.as_secs() * 2).max(2) as i64;
-                    for (app, conns) in &local {
-                        let ns = self.ns(app);
-                        let key = keys::conns(&ns, &self.node);
-                        let mut pipe = redis::pipe();
-                        pipe.zadd(keys::nodes(&ns), &*self.node, now);
-                        if stale.contains(app) {
-                            pipe.del(&key);
-                            for (id, json) in conns {
-                                pipe.hset(&key, id, json);
-                            }
-                        }
-                        pipe.expire(&key, ttl);
-                        if pipe.query_async::<()>(&mut conn).await.is_err() {
-                            stale.insert(app.clone());
-                        } else {
-                            stale.remove(app);
-                            self.bury_dead_nodes(&mut conn, app, now).await;
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Announces the departure of every connection of nodes that stopped refreshing (killed),
-    /// once: the node whose ZREM takes a dead node out of the app's live set does it. Their
-    /// hashes outlive the liveness bound (twice the TTL), so they can still be read here.
-    async fn bury_dead_nodes(&self, conn: &mut Conn, app: &str, now: u64) {
-        let ns = self.ns(app);
-        let silent_since = now.saturating_sub(self.presence_ttl.as_millis() as u64);
-        let dead: Vec<String> = conn.zrangebyscore(keys::nodes(&ns), 0, silent_since).await.unwrap_or_default();
-        let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-        for node in dead.into_iter().filter(|n| *n != *self.node) {
-            if conn.zrem::<_, _, u64>(keys::nodes(&ns), &node).await.unwrap_or(0) != 1 {
-                continue;
-            }
-            let key = keys::conns(&ns, &node);
-            let gone: Vec<String> = conn.hvals(&key).await.unwrap_or_default();
-            let mut pipe = redis::pipe();
-            for connection in gone.iter().filter_map(|json| serde_json::from_str::<ConnectionInfo>(json).ok()) {
-                let event =
-                    PresenceEvent { kind: PresenceKind::Disconnect, app: app.to_string(), connection, at: at.clone() };
-                // Sent in the dead node's name, so that every live node, this one too, takes it.
-                let line = format!("p {node} {}", serde_json::to_string(&event).unwrap_or_default());
-                pipe.add_command(self.publish_cmd(keys::bus(&ns), line));
-            }
-            pipe.del(&key);
-            if let Err(error) = pipe.query_async::<()>(conn).await {
-                tracing::warn!(%error, "Could not announce a dead node's departures.");
-            }
-            tracing::info!(node = %node, app, "A node stopped refreshing its presence; its connections are gone.");
         }
     }
 }

@@ -78,3 +78,24 @@ return {acked, redis.call('HLEN', KEYS[1]) - redis.call('HLEN', KEYS[2])}
 ",
     )
 }
+
+/// Buries a node that stopped refreshing its presence, if it still has not: takes it out of
+/// the live set KEYS[1], announces each connection of its hash KEYS[2] as gone and deletes the
+/// hash. ARGV: 1 the node, 2 the latest refresh (ms) that counts as silent, 3 `PUBLISH` or
+/// `SPUBLISH`, 4 the bus channel, 5 and 6 what goes before and after a connection's JSON in its
+/// bus line. Returns 1 if it buried the node. One step, so that a node refreshing between a
+/// peer's look at the set and its burial is never buried alive.
+pub(super) fn bury() -> Script {
+    Script::new(
+        r"
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) > tonumber(ARGV[2]) then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+for _, connection in ipairs(redis.call('HVALS', KEYS[2])) do
+  redis.call(ARGV[3], ARGV[4], ARGV[5] .. connection .. ARGV[6])
+end
+redis.call('DEL', KEYS[2])
+return 1
+",
+    )
+}
