@@ -122,6 +122,22 @@ fn addressed(c: &Client, k: usize) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seam_under_concurrent_publishing_has_no_gap_and_no_duplicate() {
+    seam_under(1).await;
+}
+
+/// The seam while several publishers send at once, singly and in batches whose items share
+/// their addresses: messages queued behind one fan-out reach each stream together, and a
+/// stream starting meanwhile must still get each of them exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seam_under_concurrent_publishers_and_batches_has_no_gap_and_no_duplicate() {
+    seam_under(4).await;
+}
+
+/// Four clients reconnect `CYCLES` times mid-flow, each resuming from the last id it read,
+/// while `publishers` publish: each must receive exactly the messages addressed to it after
+/// its first position, in id order. With more than one publisher, every other send is a batch
+/// of three items to the same addresses.
+async fn seam_under(publishers: usize) {
     const CYCLES: usize = 25;
     let hub = TestHub::start(config()).await;
     let base = hub.base.clone();
@@ -136,15 +152,36 @@ async fn the_seam_under_concurrent_publishing_has_no_gap_and_no_duplicate() {
     let published = Arc::new(parking_lot_free::Log::default());
     let stop = Arc::new(AtomicBool::new(false));
     let (done, mut finished) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let tasks: Vec<_> = (0..publishers)
+        .map(|p| {
+            let (base, published, stop) = (base.clone(), published.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut k = p;
+                while !stop.load(Ordering::SeqCst) {
+                    assert!(k < 50_000, "the clients never finished their reconnect cycles");
+                    if publishers == 1 || (k / publishers).is_multiple_of(2) {
+                        let id =
+                            publish_ok(&base, json!({"to": targets(k), "event": "m", "data": k.to_string()})).await;
+                        published.push(seq(&id), k);
+                    } else {
+                        let item = json!({"to": targets(k), "event": "m", "data": k.to_string()});
+                        let (status, _, answers) =
+                            api_post(&base, API_KEY, "/api/publish/batch", &json!([item, item, item])).await;
+                        assert_eq!(status, 200, "{answers}");
+                        for answer in answers.as_array().unwrap() {
+                            published.push(seq(answer["id"].as_str().expect("an id")), k);
+                        }
+                    }
+                    k += publishers;
+                }
+            })
+        })
+        .collect();
     let publisher = {
-        let (base, published, stop) = (base.clone(), published.clone(), stop.clone());
+        let base = base.clone();
         tokio::spawn(async move {
-            let mut k = 0;
-            while !stop.load(Ordering::SeqCst) {
-                assert!(k < 50_000, "the clients never finished their reconnect cycles");
-                let id = publish_ok(&base, json!({"to": targets(k), "event": "m", "data": k.to_string()})).await;
-                published.push(seq(&id), k);
-                k += 1;
+            for task in tasks {
+                task.await.unwrap();
             }
             publish_ok(&base, json!({"to": {"all": true}, "event": "end", "data": "end"})).await
         })
@@ -186,13 +223,15 @@ async fn the_seam_under_concurrent_publishing_has_no_gap_and_no_duplicate() {
                     last = Some(e.id.clone());
                     read += 1;
                     if e.event == "end" {
-                        let expected: Vec<u64> = published
+                        // Concurrent publishers log their answers in any order: ids say the order.
+                        let mut expected: Vec<u64> = published
                             .snapshot()
                             .into_iter()
                             .filter(|&(s, k)| s > start.unwrap() && addressed(&client, k))
                             .map(|(s, _)| s)
                             .chain([seq(&e.id)])
                             .collect();
+                        expected.sort_unstable();
                         assert_eq!(received, expected, "{}: gapless, duplicate-free, in order", client.user);
                         return received.len();
                     }
@@ -312,7 +351,8 @@ fn urlencode(s: &str) -> String {
 
 /// Several publishers at once: each stream still sees its messages in id order (the protocol's
 /// "live messages, in id order"), or a client that resumes from the last id it saw would skip
-/// one that arrived late.
+/// one that arrived late. Every fifth message is durable, so messages waiting for the turn and
+/// messages waiting behind a commit interleave.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_publishers_deliver_to_each_stream_in_id_order() {
     const PUBLISHERS: usize = 4;
@@ -335,6 +375,7 @@ async fn concurrent_publishers_deliver_to_each_stream_in_id_order() {
                     let publish = herald::message::Publish {
                         to: serde_json::from_value(to).unwrap(),
                         data: format!("{p}-{i}"),
+                        durable: i % 5 == 0 && i % 2 == 1,
                         ..Default::default()
                     };
                     hub.publish("default", publish).await.unwrap();

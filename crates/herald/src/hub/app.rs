@@ -40,6 +40,11 @@ pub(crate) struct App {
     pub(crate) turn: tokio::sync::Mutex<()>,
     /// Messages sequenced on this node but waiting for a durable commit ahead of them.
     pub(crate) held: Mutex<Held>,
+    /// Messages sequenced on this node, with nothing held ahead of them, waiting for the turn:
+    /// whoever takes it next delivers them all (see [`App::deliver_ready`]), so publishers
+    /// queued behind one fan-out are delivered together. In sequence order; every one comes
+    /// before anything in `held`.
+    pub(crate) ready: Mutex<Vec<Ready>>,
     /// The hub's next sweep, brought forward by a durable message that expires sooner.
     pub(crate) next_expiry: watch::Sender<u64>,
     /// The head sequence, watched by long-polls.
@@ -60,6 +65,13 @@ pub(crate) struct App {
     pub(crate) mercure: Option<super::mercure::MercureApp>,
 }
 
+/// A message waiting in [`App::ready`], and where its publisher learns how many connections
+/// took it.
+pub(crate) struct Ready {
+    pub(crate) message: Arc<Message>,
+    pub(crate) delivered: tokio::sync::oneshot::Sender<usize>,
+}
+
 impl App {
     pub(crate) fn history_limits(&self) -> HistoryLimits {
         HistoryLimits {
@@ -70,9 +82,47 @@ impl App {
     }
 
     /// Hands a message to this node's matching connections.
-    pub(crate) fn deliver(&self, message: &Message) -> usize {
-        let (delivered, overflowed) = self.registry.deliver(message);
-        self.metrics.deliveries.inc_by(delivered as u64);
+    pub(crate) fn deliver(&self, message: &Arc<Message>) -> usize {
+        self.deliver_run(std::slice::from_ref(message))
+    }
+
+    /// Appends and delivers, in order, every message sequenced on this node that waits for its
+    /// turn (see [`App::ready`]), and tells each publisher how many connections took it. Runs
+    /// of consecutive messages with the same addresses reach each connection together: one
+    /// push, one wakeup and one write for the run. Called with the turn held.
+    pub(crate) fn deliver_ready(&self) {
+        let ready = std::mem::take(&mut *self.ready.lock());
+        let Some(last) = ready.last().map(|r| r.message.seq) else { return };
+        let (messages, publishers): (Vec<Arc<Message>>, Vec<_>) =
+            ready.into_iter().map(|r| (r.message, r.delivered)).unzip();
+        let mut publishers = publishers.into_iter();
+        let mut rest = &messages[..];
+        while let Some(first) = rest.first() {
+            let len = rest
+                .iter()
+                .take_while(|m| m.targets == first.targets && m.needs_mercure_grant() == first.needs_mercure_grant())
+                .count();
+            let (run, after) = rest.split_at(len);
+            {
+                let mut log = self.log.lock();
+                for message in run {
+                    log.append(message.clone());
+                }
+            }
+            let delivered = self.deliver_run(run);
+            for publisher in publishers.by_ref().take(len) {
+                let _ = publisher.send(delivered);
+            }
+            rest = after;
+        }
+        self.head.send_replace(last);
+    }
+
+    /// Hands consecutive messages with the same addresses to this node's matching connections;
+    /// returns how many took them.
+    fn deliver_run(&self, run: &[Arc<Message>]) -> usize {
+        let (delivered, overflowed) = self.registry.deliver_run(run);
+        self.metrics.deliveries.inc_by((delivered * run.len()) as u64);
         for conn in overflowed {
             self.metrics.slow_client_drops.inc();
             self.metrics.dropped(DropReason::SlowClient, 1);

@@ -3,17 +3,22 @@
 //! # Publishing, step by step
 //!
 //! 1. Validate; nothing happens to a publish that fails.
-//! 2. Take the app's turn (an async lock, so waiting publishers yield their thread).
-//! 3. Under the app's log lock, briefly: take the next sequence number, encode the frame once,
-//!    enqueue it to the store, append it to history.
-//! 4. Still in the turn, so each connection gets messages in id order: hand the shared frame to
-//!    every matching connection, shard by shard, each shard under its own short lock. A full
-//!    queue closes its connection; the publisher never waits for a subscriber. Steps 3 and 4 are
-//!    what is serialised per app; a stream reading history takes the turn too, so it never sees
-//!    a message that is appended but not yet delivered.
+//! 2. Under the app's log lock, briefly: take the next sequence number, encode the frame once,
+//!    enqueue it to the store, and put the message in the app's `ready` queue.
+//! 3. Take the app's turn (an async lock, so waiting publishers yield their thread) and, in it,
+//!    append to history and deliver everything `ready` holds, in id order: messages from
+//!    publishers that queued behind the last fan-out go out together, and consecutive ones with
+//!    the same addresses as one run (one push, one wakeup, one write per connection for all of
+//!    them). A publisher may find its message already delivered by the turn's previous holder.
+//! 4. Delivery hands the shared frame (or the run's joined frames) to every matching connection,
+//!    shard by shard, each shard under its own short lock. A full queue closes its connection;
+//!    the publisher never waits for a subscriber. Appending and delivering are what is
+//!    serialised per app; a stream reading history takes the turn too, so it never sees a
+//!    message that is appended but not yet delivered.
 //! 5. Durable only (and whatever is sequenced behind a durable message still committing): the
 //!    message is *held* instead of appended and delivered; once the store's group commit
-//!    resolves, steps 3 and 4 finish in sequence order, so a durable publish answered with an
+//!    resolves, steps 3 and 4 finish in sequence order (after whatever is `ready`, which was
+//!    sequenced earlier), so a durable publish answered with an
 //!    error reached nobody (`held`). Then its users hear their unread count.
 
 mod app;
@@ -186,6 +191,7 @@ impl Hub {
                 log: Mutex::new(log),
                 turn: tokio::sync::Mutex::new(()),
                 held: Mutex::default(),
+                ready: Mutex::default(),
                 next_expiry: next_expiry.clone(),
                 presence: broadcast::Sender::new(1024),
                 webhooks,

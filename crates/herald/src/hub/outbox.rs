@@ -98,6 +98,18 @@ impl Outbox {
     /// [`Outbox::push`], carrying when the message was sequenced: the write that takes it out
     /// reports the delay (one connection per message is timed, so the cost stays per message).
     pub(crate) fn push_timed(&self, seq: Option<u64>, frame: Bytes, since: Option<Instant>) -> Result<bool, ()> {
+        self.push_run(&[(seq, &frame)], &frame, since)
+    }
+
+    /// Appends consecutive messages at once: `joined` is their frames end to end, queued with
+    /// one push and one wakeup; while holding, each frame is kept with its position instead, for
+    /// the seam to filter one by one.
+    pub(crate) fn push_run(
+        &self,
+        run: &[(Option<u64>, &Bytes)],
+        joined: &Bytes,
+        since: Option<Instant>,
+    ) -> Result<bool, ()> {
         let (result, waker) = {
             let mut guard = self.inner.lock();
             let inner = &mut *guard;
@@ -107,17 +119,17 @@ impl Outbox {
             if inner.probe.is_none() {
                 inner.probe = since;
             }
-            inner.queued += frame.len();
+            inner.queued += joined.len();
             if inner.queued > self.limit {
                 inner.queue.clear();
                 inner.queued = 0;
                 inner.state = State::Aborted(CloseReason::Slow);
                 (Err(()), inner.waker.take())
             } else if let State::Holding(held) = &mut inner.state {
-                held.push((seq, frame));
+                held.extend(run.iter().map(|(seq, frame)| (*seq, Bytes::clone(frame))));
                 return Ok(true);
             } else {
-                inner.queue.push_back(frame);
+                inner.queue.push_back(joined.clone());
                 (Ok(true), inner.waker.take())
             }
         };
@@ -253,6 +265,20 @@ mod tests {
         o.push(Some(6), Bytes::from_static(b"6")).unwrap();
         o.open(vec![Bytes::from_static(b"r5")], 5);
         assert_eq!(next(&o), Poll::Ready(Some(Ok(Bytes::from_static(b"r5c6")))));
+        assert!(next(&o).is_pending());
+    }
+
+    #[test]
+    fn a_run_is_split_at_the_seam_and_whole_once_open() {
+        let frames = [Bytes::from_static(b"4"), Bytes::from_static(b"5"), Bytes::from_static(b"6")];
+        let run: Vec<(Option<u64>, &Bytes)> = frames.iter().zip(4..).map(|(f, seq)| (Some(seq), f)).collect();
+        let joined = Bytes::from_static(b"456");
+        let o = Outbox::new(1024, None);
+        o.push_run(&run, &joined, None).unwrap();
+        o.open(vec![Bytes::from_static(b"r5")], 5);
+        assert_eq!(next(&o), Poll::Ready(Some(Ok(Bytes::from_static(b"r56")))));
+        o.push_run(&run, &joined, None).unwrap();
+        assert_eq!(next(&o), Poll::Ready(Some(Ok(joined))));
         assert!(next(&o).is_pending());
     }
 

@@ -10,6 +10,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 
 use super::conn::Conn;
@@ -377,24 +378,39 @@ impl Registry {
         }
     }
 
-    /// Hands `message` to every matching connection; returns how many took it, and the
-    /// connections whose queue overflowed (already closed; the caller unregisters them).
-    pub(crate) fn deliver(&self, message: &Message) -> (usize, Vec<Arc<Conn>>) {
-        let targets = &message.targets;
+    /// Hands consecutive messages with the same addresses to every matching connection, each
+    /// connection all of them at once; returns how many took them, and the connections whose
+    /// queue overflowed (already closed; the caller unregisters them).
+    pub(crate) fn deliver_run(&self, run: &[Arc<Message>]) -> (usize, Vec<Arc<Conn>>) {
+        let first = &run[0];
+        let targets = &first.targets;
         let patterns = if targets.channels.is_empty() { Vec::new() } else { self.matched_patterns(&targets.channels) };
         // The topics of a message that Mercure subscribers need a grant for, parsed once for
         // every recipient's grants.
         let private: Option<Vec<Topic<'_>>> =
-            message.needs_mercure_grant().then(|| targets.channels.iter().map(|t| Topic::new(t)).collect());
+            first.needs_mercure_grant().then(|| targets.channels.iter().map(|t| Topic::new(t)).collect());
         let private = private.as_deref();
+        let (one, many): ([(Option<u64>, &Bytes); 1], Vec<_>);
+        let (frames, joined): (&[(Option<u64>, &Bytes)], Bytes) = match run {
+            [message] => {
+                one = [(Some(message.seq), &message.frame)];
+                (&one, message.frame.clone())
+            }
+            _ => {
+                many = run.iter().map(|m| (Some(m.seq), &m.frame)).collect();
+                let mut joined = bytes::BytesMut::with_capacity(run.iter().map(|m| m.frame.len()).sum());
+                run.iter().for_each(|m| joined.extend_from_slice(&m.frame));
+                (&many, joined.freeze())
+            }
+        };
         let mut delivered = 0;
         let mut overflowed = Vec::new();
         let mut visit = |shard: &Mutex<Shard>| {
             let shard = shard.lock();
             for conn in shard.matching(targets, &patterns, private) {
-                // The first connection to take the message times its first write.
-                let since = (delivered == 0).then_some(message.created);
-                match conn.outbox.push_timed(Some(message.seq), message.frame.clone(), since) {
+                // The first connection to take the run times its first write.
+                let since = (delivered == 0).then_some(first.created);
+                match conn.outbox.push_run(frames, &joined, since) {
                     Ok(true) => delivered += 1,
                     Ok(false) => {}
                     Err(()) => overflowed.push(conn.clone()),
@@ -477,5 +493,70 @@ impl Registry {
     /// How many connections are open.
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().conns.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+    use crate::hub::conn::ConnMeta;
+    use crate::hub::outbox::Outbox;
+    use crate::message::Identity;
+
+    fn subscriber(id: u64, channel: &str) -> Arc<Conn> {
+        let outbox = Outbox::new(1 << 20, None);
+        outbox.open(Vec::new(), 0);
+        Arc::new(Conn {
+            id,
+            node: "n".into(),
+            who: Identity {
+                user: Some(format!("u{id}").into()),
+                channels: vec![channel.into()],
+                ..Identity::default()
+            },
+            meta: ConnMeta {
+                client_id: None,
+                remote_addr: "127.0.0.1:1".parse().unwrap(),
+                user_agent: None,
+                connected_at: std::time::SystemTime::now(),
+            },
+            expires_at: None,
+            ping_events: false,
+            outbox,
+            mercure: None,
+        })
+    }
+
+    /// A fan-out to every shard, many connections in each, singly or as a run, gives every
+    /// recipient each message's exact bytes, once, in order, and nothing to a connection the
+    /// messages do not address.
+    #[test]
+    fn every_recipient_of_a_wide_fan_out_gets_the_exact_frames() {
+        let registry = Registry::new();
+        let n = (SHARDS * 64) as u64;
+        let conns: Vec<Arc<Conn>> = (0..n).map(|id| subscriber(id, "c")).collect();
+        for conn in &conns {
+            registry.insert(conn.clone(), 10, usize::MAX).unwrap();
+        }
+        let outsider = subscriber(n, "other");
+        registry.insert(outsider.clone(), 10, usize::MAX).unwrap();
+        let targets = Targets { channels: vec!["c".into()], ..Targets::default() };
+        let messages: Vec<Arc<Message>> = (1..=3)
+            .map(|seq| Arc::new(Message::new("ep", seq, 0, targets.clone(), None, format!("message {seq}"), false)))
+            .collect();
+        // One message alone, then a run of two.
+        for run in [&messages[..1], &messages[1..]] {
+            let (delivered, overflowed) = registry.deliver_run(run);
+            assert_eq!((delivered, overflowed.len()), (n as usize, 0));
+        }
+        let want: Vec<u8> = messages.iter().flat_map(|m| m.frame.to_vec()).collect();
+        let mut cx = Context::from_waker(Waker::noop());
+        for conn in &conns {
+            let Poll::Ready(Some(Ok((got, _)))) = conn.outbox.poll_next(&mut cx) else { panic!("nothing queued") };
+            assert_eq!(got, want, "connection {}", conn.id);
+        }
+        assert!(outsider.outbox.poll_next(&mut cx).is_pending());
     }
 }

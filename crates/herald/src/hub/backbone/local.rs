@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 
 use super::Backbone;
 use crate::error::Error;
-use crate::hub::app::App;
+use crate::hub::app::{App, Ready};
 use crate::hub::Inner;
 use crate::message::{now_ms, Message, Publish, Published};
 use crate::presence::{ConnectionInfo, Kick, PresenceEvent};
@@ -41,9 +41,15 @@ impl Backbone for Local {
     /// durable messages costs one group commit rather than one each.
     fn publish<'a>(&'a self, app: &'a Arc<App>, batch: Vec<Publish>) -> BoxFuture<'a, Vec<Result<Published, Error>>> {
         async move {
-            let mut staged = Vec::with_capacity(batch.len());
-            for p in batch {
-                staged.push(stage(app, self.store.as_ref(), p).await);
+            let staged: Vec<_> = batch.into_iter().map(|p| stage(app, self.store.as_ref(), p)).collect();
+            if staged.iter().any(|s| matches!(s, Ok(Staged::Ready { .. }))) {
+                // Whoever holds the turn now may deliver these too; if this publisher goes away
+                // before it gets the turn, the guard hands the delivery to a task of its own.
+                let mut guard = DeliverReady(Some(app.clone()));
+                let turn = app.turn.lock().await;
+                app.deliver_ready();
+                drop(turn);
+                guard.0 = None;
             }
             let mut answers = Vec::with_capacity(staged.len());
             for staged in staged {
@@ -96,13 +102,12 @@ impl Backbone for Local {
 }
 
 /// Sequences a message and enqueues it to the store. A non-durable message with nothing held
-/// ahead of it is delivered at once; otherwise it is held (see `held`) until everything
-/// before it, and itself when durable, is committed.
-async fn stage(app: &Arc<App>, store: &dyn Store, p: Publish) -> Result<Staged, Error> {
+/// ahead of it waits in the app's `ready` queue for the turn; otherwise it is held (see `held`)
+/// until everything before it, and itself when durable, is committed.
+fn stage(app: &Arc<App>, store: &dyn Store, p: Publish) -> Result<Staged, Error> {
     let durable = p.durable.then(|| app.durable_recipients(&p, Vec::new()));
     let Publish { to, event, data, durable: is_durable, mercure, .. } = p;
-    let turn = app.turn.lock().await;
-    let (message, commit, hold) = {
+    let (message, commit, delivered) = {
         let mut log = app.log.lock();
         let seq = log.assigned + 1;
         let message = Arc::new(Message::with_mercure(&log.epoch, seq, now_ms(), to, event, data, is_durable, mercure));
@@ -110,21 +115,17 @@ async fn stage(app: &Arc<App>, store: &dyn Store, p: Publish) -> Result<Staged, 
         let commit = store.append(&app.id, message.clone(), durable).inspect_err(|_| app.metrics.store_errors.inc())?;
         log.assigned = seq;
         let mut held = app.held.lock();
-        let hold = (is_durable || !held.is_empty()).then(|| held.push(message.clone()));
-        if hold.is_none() {
-            log.append(message.clone());
+        if !is_durable && held.is_empty() {
+            // Still under the log's lock: `ready` stays in sequence order.
+            let (tx, rx) = oneshot::channel();
+            app.ready.lock().push(Ready { message: message.clone(), delivered: tx });
+            // A non-durable publish does not wait for the disk; the store logs a failed write.
+            return Ok(Staged::Ready { id: message.id.clone(), delivered: rx });
         }
-        (message, commit, hold)
+        let delivered = held.push(message.clone());
+        (message, commit, delivered)
     };
     let id = message.id.clone();
-    let Some(delivered) = hold else {
-        let delivered = app.deliver(&message);
-        drop(turn);
-        app.head.send_replace(message.seq);
-        // A non-durable publish does not wait for the disk; the store logs a failed write.
-        return Ok(Staged::Delivered(Published::complete(id, delivered)));
-    };
-    drop(turn);
     // Its own task, so that a publisher that goes away cannot leave the queue stuck.
     let committed = is_durable.then(|| {
         let app = app.clone();
@@ -140,9 +141,26 @@ async fn stage(app: &Arc<App>, store: &dyn Store, p: Publish) -> Result<Staged, 
     Ok(Staged::Held { id, delivered, committed, app: app.clone() })
 }
 
+/// Delivers what waits in `ready` in a task of its own, unless forgotten: a publisher that goes
+/// away while it waits for the turn must not leave its message sequenced and undelivered.
+struct DeliverReady(Option<Arc<App>>);
+
+impl Drop for DeliverReady {
+    fn drop(&mut self) {
+        if let Some(app) = self.0.take() {
+            tokio::spawn(async move {
+                let _turn = app.turn.lock().await;
+                app.deliver_ready();
+            });
+        }
+    }
+}
+
 /// Delivers, in order, every held message that may go now.
 async fn release_held(app: &App) {
     let turn = app.turn.lock().await;
+    // What is ready was sequenced before anything held.
+    app.deliver_ready();
     let mut head = None;
     loop {
         let Some((message, publisher)) = app.held.lock().next_ready() else { break };
@@ -158,8 +176,8 @@ async fn release_held(app: &App) {
 
 /// A message sequenced, and delivered or held.
 enum Staged {
-    /// Delivered already; a non-durable publish does not wait for the disk.
-    Delivered(Published),
+    /// Waiting in `ready` for the turn, which the publisher takes after staging its batch.
+    Ready { id: String, delivered: oneshot::Receiver<usize> },
     /// Waiting behind a commit, its own when durable.
     Held {
         id: String,
@@ -175,7 +193,8 @@ impl Staged {
     /// message reached nobody.
     async fn finish(self) -> Result<Published, Error> {
         let (id, delivered, committed, app) = match self {
-            Self::Delivered(published) => return Ok(published),
+            // Delivered by the time the publisher had its turn (by it or by the holder before).
+            Self::Ready { id, delivered } => return Ok(Published::complete(id, delivered.await.unwrap_or(0))),
             Self::Held { id, delivered, committed, app } => (id, delivered, committed, app),
         };
         if let Some(committed) = committed {
@@ -188,5 +207,35 @@ impl Staged {
         // unsent while this message is still queued.
         let delivered = delivered.await.unwrap_or(0);
         Ok(Published::complete(id, delivered))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::config::{Config, StoreKind};
+    use crate::hub::Hub;
+    use crate::message::{Publish, Targets};
+
+    /// A publisher that goes away while another holds the turn has already sequenced its
+    /// message: it is still appended and delivered, not left waiting for the next publish.
+    #[tokio::test]
+    async fn a_publish_abandoned_while_waiting_for_the_turn_is_still_delivered() {
+        let hub = Hub::new(Config { store: StoreKind::Memory, ..Config::default() }).await.unwrap();
+        let app = hub.app("default").unwrap().clone();
+        let mut head = app.head.subscribe();
+        let turn = app.turn.lock().await;
+        let publish = Publish {
+            to: Targets { users: vec!["ann".into()], ..Targets::default() },
+            data: "x".into(),
+            ..Publish::default()
+        };
+        let abandoned = tokio::time::timeout(Duration::ZERO, hub.publish("default", publish)).await;
+        assert!(abandoned.is_err(), "the publish waited for the turn and was dropped");
+        assert_eq!(app.log.lock().assigned, 1);
+        drop(turn);
+        let delivered = tokio::time::timeout(Duration::from_secs(10), head.wait_for(|h| *h == 1)).await;
+        assert!(delivered.is_ok(), "the abandoned message was never appended and delivered");
     }
 }
