@@ -45,7 +45,7 @@ impl Backbone for Local {
             if staged.iter().any(|s| matches!(s, Ok(Staged::Ready { .. }))) {
                 // Whoever holds the turn now may deliver these too; if this publisher goes away
                 // before it gets the turn, the guard hands the delivery to a task of its own.
-                let mut guard = DeliverReady(Some(app.clone()));
+                let mut guard = DeliverReady(Some((app.clone(), tokio::runtime::Handle::current())));
                 let turn = app.turn.lock().await;
                 app.deliver_ready();
                 drop(turn);
@@ -141,14 +141,15 @@ fn stage(app: &Arc<App>, store: &dyn Store, p: Publish) -> Result<Staged, Error>
     Ok(Staged::Held { id, delivered, committed, app: app.clone() })
 }
 
-/// Delivers what waits in `ready` in a task of its own, unless forgotten: a publisher that goes
-/// away while it waits for the turn must not leave its message sequenced and undelivered.
-struct DeliverReady(Option<Arc<App>>);
+/// Delivers what waits in `ready` in a task of its own when dropped armed: a publisher that
+/// goes away while it waits for the turn must not leave its message sequenced and undelivered.
+/// Keeps the runtime it was made on, as the future holding it may be dropped anywhere.
+struct DeliverReady(Option<(Arc<App>, tokio::runtime::Handle)>);
 
 impl Drop for DeliverReady {
     fn drop(&mut self) {
-        if let Some(app) = self.0.take() {
-            tokio::spawn(async move {
+        if let Some((app, runtime)) = self.0.take() {
+            runtime.spawn(async move {
                 let _turn = app.turn.lock().await;
                 app.deliver_ready();
             });
@@ -174,7 +175,7 @@ async fn release_held(app: &App) {
     }
 }
 
-/// A message sequenced, and delivered or held.
+/// A message sequenced, and ready or held.
 enum Staged {
     /// Waiting in `ready` for the turn, which the publisher takes after staging its batch.
     Ready { id: String, delivered: oneshot::Receiver<usize> },
