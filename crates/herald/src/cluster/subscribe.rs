@@ -101,6 +101,9 @@ impl Cluster {
                     let Some(sentinel) = sentinel else { continue };
                     if let Ok((host, port)) = sentinel.primary_address().await {
                         if info(host, port, None).addr.to_string() != subscribed_to {
+                            // Requests follow too: a server that still calls itself primary
+                            // would otherwise keep them until it is demoted.
+                            sentinel.forget();
                             return Err(lost("Sentinel names a new primary"));
                         }
                     }

@@ -170,10 +170,12 @@ pub(crate) struct Sentinel {
 const RETRY_AFTER: Duration = Duration::from_millis(200);
 
 impl Sentinel {
-    /// Asks the sentinels, in turn, where the primary is.
+    /// Asks every sentinel at once where the primary is, and takes the address most of them
+    /// name (the first sentinels' in a tie). During a failover a sentinel that has not heard of
+    /// it yet goes on naming a server that is no longer the primary, for seconds; following
+    /// the first answer alone kept a node on such a server while the others had moved.
     pub(crate) async fn primary_address(&self) -> RedisResult<(String, u16)> {
-        let mut last = RedisError::from((ErrorKind::IoError, "no sentinel answered"));
-        for sentinel in &self.sentinels {
+        let asks = self.sentinels.iter().map(|sentinel| {
             let ask = async {
                 let mut conn = sentinel.get_multiplexed_async_connection().await?;
                 redis::cmd("SENTINEL")
@@ -182,13 +184,28 @@ impl Sentinel {
                     .query_async::<Option<(String, u16)>>(&mut conn)
                     .await
             };
-            match bounded(CONNECT_TIMEOUT, ask).await {
-                Ok(Some(addr)) => return Ok(addr),
+            bounded(CONNECT_TIMEOUT, ask)
+        });
+        let mut votes: Vec<((String, u16), usize)> = Vec::new();
+        let mut last = RedisError::from((ErrorKind::IoError, "no sentinel answered"));
+        for answer in futures_util::future::join_all(asks).await {
+            match answer {
+                Ok(Some(addr)) => match votes.iter_mut().find(|(named, _)| *named == addr) {
+                    Some((_, n)) => *n += 1,
+                    None => votes.push((addr, 1)),
+                },
                 Ok(None) => last = RedisError::from((ErrorKind::ClientError, "the sentinels know no such primary")),
                 Err(e) => last = e,
             }
         }
-        Err(last)
+        let most = votes.iter().map(|(_, n)| *n).max();
+        votes.into_iter().find(|(_, n)| Some(*n) == most).map(|(addr, _)| addr).ok_or(last)
+    }
+
+    /// Drops the connection in use, so that the next request asks the sentinels again: the bus
+    /// found that they name another primary, and the data must follow it there.
+    pub(crate) fn forget(&self) {
+        *self.current.lock() = None;
     }
 
     /// A client for the current primary, once `ROLE` says it is one.
@@ -322,7 +339,71 @@ impl ConnectionLike for Conn {
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
+
+    /// A stand-in sentinel on a free port that names `primary_port` as the primary (and says
+    /// OK to anything else a client sends on connecting).
+    async fn fake_sentinel(primary_port: u16) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        // Every complete RESP array of bulk strings gets its answer.
+                        while let Some((len, words)) = request(&buf) {
+                            buf.drain(..len);
+                            let reply = if words.first().is_some_and(|w| w.eq_ignore_ascii_case("sentinel")) {
+                                format!(
+                                    "*2\r\n$9\r\n127.0.0.1\r\n${}\r\n{primary_port}\r\n",
+                                    primary_port.to_string().len()
+                                )
+                            } else {
+                                "+OK\r\n".to_string()
+                            };
+                            if socket.write_all(reply.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                        let mut chunk = [0; 1024];
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    /// The first whole request in `buf`: its length and its words.
+    fn request(buf: &[u8]) -> Option<(usize, Vec<String>)> {
+        let text = std::str::from_utf8(buf).ok()?;
+        let (count, mut rest) = text.strip_prefix('*')?.split_once("\r\n")?;
+        let mut words = Vec::new();
+        for _ in 0..count.parse::<usize>().ok()? {
+            let (len, after) = rest.strip_prefix('$')?.split_once("\r\n")?;
+            let len: usize = len.parse().ok()?;
+            words.push(after.get(..len)?.to_string());
+            rest = after.get(len..)?.strip_prefix("\r\n")?;
+        }
+        Some((text.len() - rest.len(), words))
+    }
+
+    /// One sentinel that has not heard of a failover yet, asked first, is outvoted by the two
+    /// that name the new primary.
+    #[tokio::test]
+    async fn the_primary_is_what_most_sentinels_name() {
+        let stale = fake_sentinel(7001).await;
+        let current = [fake_sentinel(7002).await, fake_sentinel(7002).await];
+        let url = format!("redis+sentinel://127.0.0.1:{stale},127.0.0.1:{},127.0.0.1:{}/main", current[0], current[1]);
+        let Ok(Topology::Sentinel(sentinel)) = Topology::parse(&url) else { panic!("not a sentinel topology") };
+        assert_eq!(sentinel.primary_address().await.unwrap(), ("127.0.0.1".to_string(), 7002));
+    }
 
     #[test]
     fn sentinel_and_cluster_urls_parse_and_errors_never_quote_them() {

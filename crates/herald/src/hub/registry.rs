@@ -390,6 +390,7 @@ impl Registry {
         let private: Option<Vec<Topic<'_>>> =
             first.needs_mercure_grant().then(|| targets.channels.iter().map(|t| Topic::new(t)).collect());
         let private = private.as_deref();
+        // A message alone (every per-user publish) needs neither a list nor a copy.
         let (one, many): ([(Option<u64>, &Bytes); 1], Vec<_>);
         let (frames, joined): (&[(Option<u64>, &Bytes)], Bytes) = match run {
             [message] => {
