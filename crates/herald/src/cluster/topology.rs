@@ -170,36 +170,55 @@ pub(crate) struct Sentinel {
 const RETRY_AFTER: Duration = Duration::from_millis(200);
 
 impl Sentinel {
-    /// Asks every sentinel at once where the primary is, and takes the address most of them
-    /// name (the first sentinels' in a tie). During a failover a sentinel that has not heard of
-    /// it yet goes on naming a server that is no longer the primary, for seconds; following
-    /// the first answer alone kept a node on such a server while the others had moved.
+    /// Asks every sentinel at once where the primary is, and takes the address a majority of
+    /// them name, as soon as they have (else, once all answered or timed out, the address most
+    /// name, the earliest-listed sentinel's in a tie). During a failover a sentinel that has not
+    /// heard of it yet goes on naming a server that is no longer the primary, for seconds;
+    /// following the first answer alone kept a node on such a server while the others had moved.
     pub(crate) async fn primary_address(&self) -> RedisResult<(String, u16)> {
-        let asks = self.sentinels.iter().map(|sentinel| {
-            let ask = async {
-                let mut conn = sentinel.get_multiplexed_async_connection().await?;
-                redis::cmd("SENTINEL")
-                    .arg("get-master-addr-by-name")
-                    .arg(&self.master)
-                    .query_async::<Option<(String, u16)>>(&mut conn)
-                    .await
-            };
-            bounded(CONNECT_TIMEOUT, ask)
-        });
-        let mut votes: Vec<((String, u16), usize)> = Vec::new();
+        use futures_util::stream::{FuturesUnordered, StreamExt};
+        let mut asks: FuturesUnordered<_> = self
+            .sentinels
+            .iter()
+            .enumerate()
+            .map(|(i, sentinel)| async move {
+                let ask = async {
+                    let mut conn = sentinel.get_multiplexed_async_connection().await?;
+                    redis::cmd("SENTINEL")
+                        .arg("get-master-addr-by-name")
+                        .arg(&self.master)
+                        .query_async::<Option<(String, u16)>>(&mut conn)
+                        .await
+                };
+                (i, bounded(CONNECT_TIMEOUT, ask).await)
+            })
+            .collect();
+        // (address, votes, earliest sentinel naming it)
+        let mut votes: Vec<((String, u16), usize, usize)> = Vec::new();
         let mut last = RedisError::from((ErrorKind::IoError, "no sentinel answered"));
-        for answer in futures_util::future::join_all(asks).await {
+        while let Some((i, answer)) = asks.next().await {
             match answer {
-                Ok(Some(addr)) => match votes.iter_mut().find(|(named, _)| *named == addr) {
-                    Some((_, n)) => *n += 1,
-                    None => votes.push((addr, 1)),
-                },
+                Ok(Some(addr)) => {
+                    let n = match votes.iter_mut().find(|(named, ..)| *named == addr) {
+                        Some((_, n, first)) => {
+                            (*n, *first) = (*n + 1, (*first).min(i));
+                            *n
+                        }
+                        None => {
+                            votes.push((addr.clone(), 1, i));
+                            1
+                        }
+                    };
+                    if n > self.sentinels.len() / 2 {
+                        return Ok(addr);
+                    }
+                }
                 Ok(None) => last = RedisError::from((ErrorKind::ClientError, "the sentinels know no such primary")),
                 Err(e) => last = e,
             }
         }
-        let most = votes.iter().map(|(_, n)| *n).max();
-        votes.into_iter().find(|(_, n)| Some(*n) == most).map(|(addr, _)| addr).ok_or(last)
+        votes.sort_by_key(|(_, n, first)| (std::cmp::Reverse(*n), *first));
+        votes.into_iter().next().map(|(addr, ..)| addr).ok_or(last)
     }
 
     /// Drops the connection in use, so that the next request asks the sentinels again: the bus
@@ -394,15 +413,27 @@ mod tests {
         Some((text.len() - rest.len(), words))
     }
 
+    fn sentinels(ports: &[u16]) -> Arc<Sentinel> {
+        let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let url = format!("redis+sentinel://{}/main", hosts.join(","));
+        let Ok(Topology::Sentinel(sentinel)) = Topology::parse(&url) else { panic!("not a sentinel topology") };
+        sentinel
+    }
+
     /// One sentinel that has not heard of a failover yet, asked first, is outvoted by the two
-    /// that name the new primary.
+    /// that name the new primary; without a majority, the first-listed of the most named wins.
     #[tokio::test]
     async fn the_primary_is_what_most_sentinels_name() {
-        let stale = fake_sentinel(7001).await;
-        let current = [fake_sentinel(7002).await, fake_sentinel(7002).await];
-        let url = format!("redis+sentinel://127.0.0.1:{stale},127.0.0.1:{},127.0.0.1:{}/main", current[0], current[1]);
-        let Ok(Topology::Sentinel(sentinel)) = Topology::parse(&url) else { panic!("not a sentinel topology") };
-        assert_eq!(sentinel.primary_address().await.unwrap(), ("127.0.0.1".to_string(), 7002));
+        let (stale, current) = (fake_sentinel(7001).await, fake_sentinel(7002).await);
+        let named = |ports: &[u16]| {
+            let sentinel = sentinels(ports);
+            async move { sentinel.primary_address().await.unwrap().1 }
+        };
+        assert_eq!(named(&[stale, current, fake_sentinel(7002).await]).await, 7002);
+        // A sentinel that is down: nothing listens on its port any more.
+        let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        assert_eq!(named(&[stale, down, current]).await, 7001);
+        assert_eq!(named(&[down, current, stale]).await, 7002);
     }
 
     #[test]
