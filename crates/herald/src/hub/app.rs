@@ -40,10 +40,10 @@ pub(crate) struct App {
     pub(crate) turn: tokio::sync::Mutex<()>,
     /// Messages sequenced on this node but waiting for a durable commit ahead of them.
     pub(crate) held: Mutex<Held>,
-    /// Messages sequenced on this node, with nothing held ahead of them, waiting for the turn:
-    /// whoever takes it next delivers them all (see [`App::deliver_ready`]), so publishers
-    /// queued behind one fan-out are delivered together. In sequence order; every one comes
-    /// before anything in `held`.
+    /// Messages that may be delivered now, waiting for the turn: sequenced with nothing held
+    /// ahead of them, or released from `held` by their commit. Whoever takes the turn next
+    /// delivers them all (see [`App::deliver_ready`]), so publishers queued behind one fan-out
+    /// are delivered together. In sequence order; every one comes before anything in `held`.
     pub(crate) ready: Mutex<Vec<Ready>>,
     /// The hub's next sweep, brought forward by a durable message that expires sooner.
     pub(crate) next_expiry: watch::Sender<u64>,

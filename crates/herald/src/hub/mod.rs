@@ -17,9 +17,9 @@
 //!    message that is appended but not yet delivered.
 //! 5. Durable only (and whatever is sequenced behind a durable message still committing): the
 //!    message is *held* instead of appended and delivered; once the store's group commit
-//!    resolves, steps 3 and 4 finish in sequence order (after whatever is `ready`, which was
-//!    sequenced earlier), so a durable publish answered with an
-//!    error reached nobody (`held`). Then its users hear their unread count.
+//!    resolves, the messages that may go join `ready` behind what it holds (sequenced earlier)
+//!    and steps 3 and 4 deliver them, so a durable publish answered with an error reached nobody
+//!    (`held`). Then its users hear their unread count.
 
 mod app;
 mod backbone;

@@ -157,22 +157,20 @@ impl Drop for DeliverReady {
     }
 }
 
-/// Delivers, in order, every held message that may go now.
+/// Delivers, in order, every held message that may go now, behind what is already ready (it
+/// was sequenced before anything held), as runs like any ready message.
 async fn release_held(app: &App) {
-    let turn = app.turn.lock().await;
-    // What is ready was sequenced before anything held.
+    let _turn = app.turn.lock().await;
+    {
+        // Both locks, in `stage`'s order: a publish that finds `held` empty must not queue in
+        // `ready` ahead of the messages leaving it.
+        let mut held = app.held.lock();
+        let mut ready = app.ready.lock();
+        while let Some((message, delivered)) = held.next_ready() {
+            ready.push(Ready { message, delivered });
+        }
+    }
     app.deliver_ready();
-    let mut head = None;
-    loop {
-        let Some((message, publisher)) = app.held.lock().next_ready() else { break };
-        app.log.lock().append(message.clone());
-        let _ = publisher.send(app.deliver(&message));
-        head = Some(message.seq);
-    }
-    drop(turn);
-    if let Some(seq) = head {
-        app.head.send_replace(seq);
-    }
 }
 
 /// A message sequenced, and ready or held.
