@@ -9,6 +9,8 @@
 //! the sequence.
 
 mod checkpoint;
+mod counters;
+mod schema;
 
 use std::collections::HashMap;
 use std::fs::{File, TryLockError};
@@ -22,6 +24,7 @@ use rusqlite::{params, CachedStatement, Connection, ErrorCode, OptionalExtension
 use tokio::sync::oneshot;
 
 use self::checkpoint::{Checkpointer, LOG_LIMIT};
+use self::counters::{Counters, EARLIEST_UNREAD, EXPIRED_UNREAD};
 use super::{
     Acked, Commit, DurableFor, HistoryLimits, Inbox, MessageQuery, Opened, Store, StoreError, StoredMessage, Swept,
     UnreadChange, UserMessage,
@@ -35,33 +38,11 @@ const QUEUE: usize = 65_536;
 const BATCH: usize = 4_096;
 /// How long opening waits for the lock of a store that is closing.
 const LOCK_WAIT: Duration = Duration::from_millis(500);
-/// Most unread counters the writer remembers; past this it forgets them all (and reads them
-/// again as they are used).
-const REMEMBERED: usize = 100_000;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS app (
-    id TEXT PRIMARY KEY, epoch TEXT NOT NULL, head INTEGER NOT NULL, floor INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS history (
-    app TEXT NOT NULL, seq INTEGER NOT NULL, time_ms INTEGER NOT NULL, targets TEXT NOT NULL,
-    event TEXT, data TEXT NOT NULL, durable INTEGER NOT NULL, PRIMARY KEY (app, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS inbox (
-    app TEXT NOT NULL, user TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL, event TEXT,
-    data TEXT NOT NULL, created_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL, read_ms INTEGER,
-    PRIMARY KEY (app, user, seq)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS inbox_by_expiry ON inbox (read_ms IS NULL, expires_ms);
-CREATE TABLE IF NOT EXISTS unread (
-    app TEXT NOT NULL, user TEXT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (app, user)
-) WITHOUT ROWID;
-";
-
-/// The sweep's statements, each a range of `inbox_by_expiry` (see the test of their plans).
-const EXPIRED_UNREAD: &str = "SELECT app, user FROM inbox WHERE (read_ms IS NULL) = 1 AND expires_ms <= ?1";
+/// The sweep's deletion, a range of `inbox_by_expiry` (see the test of the plans).
 const DELETE_EXPIRED: &str = "DELETE FROM inbox WHERE (read_ms IS NULL) IN (0, 1) AND expires_ms <= ?1";
-const EARLIEST_UNREAD: &str = "SELECT MIN(expires_ms) FROM inbox WHERE (read_ms IS NULL) = 1";
+/// The payloads of the messages the sweep deletes, all of whose inbox rows expire together.
+const DELETE_EXPIRED_PAYLOADS: &str = "DELETE FROM durable WHERE (app, seq) IN \
+     (SELECT app, seq FROM inbox WHERE (read_ms IS NULL) IN (0, 1) AND expires_ms <= ?1)";
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -119,7 +100,7 @@ impl SqliteStore {
         let checkpointer = Checkpointer::start(path, synchronous(sync), log_limit)?;
         let (tx, rx) = sync_channel(QUEUE);
         let path = path.to_path_buf();
-        let counters = Counters { no_expiry_before: earliest_unread_expiry(&conn), ..Counters::default() };
+        let counters = Counters::new(&conn);
         std::thread::Builder::new()
             .name("herald-store".into())
             .spawn(move || {
@@ -202,44 +183,23 @@ fn open_connection(path: &Path, sync: StoreSync, max_bytes: Option<u64>) -> Resu
     // to 64 MiB when it starts over.
     conn.execute_batch(&format!(
         "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
-         PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864; \
-         BEGIN IMMEDIATE; {SCHEMA} COMMIT;"
+         PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;"
     ))
     .map_err(classify)?;
-    migrate(&conn).map_err(classify)?;
+    let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(classify)?;
+    if version > schema::VERSION {
+        return Err(StoreError::Failed(format!(
+            "`{shown}` was written by a newer Herald (store schema version {version}; this one knows up to {})",
+            schema::VERSION
+        )));
+    }
+    schema::prepare(&conn).map_err(classify)?;
     if let Some(max_bytes) = max_bytes {
         let page_size: u64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(classify)?;
         let pages = max_bytes.div_ceil(page_size.max(1));
         conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(())).map_err(classify)?;
     }
     Ok(conn)
-}
-
-/// Schema changes after the first release, each applied once; a file written by an older Herald
-/// opens unchanged and gains the new columns (old rows read as before).
-fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if version < 1 {
-        // 1: Mercure's extras of a history message (custom id, private, retry), as JSON.
-        let has: bool =
-            conn.query_row("SELECT COUNT(*) FROM pragma_table_info('history') WHERE name = 'mercure'", [], |r| {
-                r.get::<_, u32>(0).map(|n| n > 0)
-            })?;
-        if !has {
-            conn.execute_batch("ALTER TABLE history ADD COLUMN mercure TEXT")?;
-        }
-        conn.execute_batch("PRAGMA user_version = 1")?;
-    }
-    if version < 2 {
-        // 2: one index of the inbox by expiry (`inbox_by_expiry`, created with the schema)
-        // instead of three, each a page write and a B-tree insert per durable message. The
-        // counters leave out expired messages without the per-user one (see `Counters`).
-        conn.execute_batch(
-            "DROP INDEX IF EXISTS inbox_expiry; DROP INDEX IF EXISTS inbox_unread_expiry; \
-             DROP INDEX IF EXISTS inbox_user_unread_expiry; PRAGMA user_version = 2",
-        )?;
-    }
-    Ok(())
 }
 
 fn failed(e: rusqlite::Error) -> StoreError {
@@ -257,25 +217,6 @@ struct Writer {
     checkpointer: Checkpointer,
     /// Held for as long as the writer runs.
     _lock: File,
-}
-
-/// What the writer knows of the unread counters, so that counting a durable message in costs
-/// one write rather than two reads and a write. It alone writes the file, so it can tell.
-#[derive(Default)]
-struct Counters {
-    /// Stored counters by app and user, as written by the open transaction; forgotten when
-    /// a transaction rolls back.
-    stored: HashMap<String, HashMap<String, u64>>,
-    /// No unread message expires before this (milliseconds since the Unix epoch): until then
-    /// there are no expired messages to leave out of a count. A lower bound; 0 when unknown.
-    no_expiry_before: u64,
-}
-
-/// The earliest expiry of an unread message, 0 when it cannot be read (so every count looks
-/// for expired messages).
-fn earliest_unread_expiry(conn: &Connection) -> u64 {
-    conn.query_row(EARLIEST_UNREAD, [], |r| r.get::<_, Option<u64>>(0))
-        .map_or(0, |earliest| earliest.unwrap_or(u64::MAX))
 }
 
 /// An answer that waits for the commit.
@@ -324,8 +265,7 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, "Store commit failed.");
                 // What the rolled-back transaction wrote, or swept, is not in the file.
-                self.counters =
-                    Counters { no_expiry_before: earliest_unread_expiry(&self.conn), ..Counters::default() };
+                self.counters = Counters::new(&self.conn);
             }
         }
         for answer in answers {
@@ -342,8 +282,8 @@ impl Writer {
 /// the statement cache again for every message costs more than binding it.
 struct Prepared<'t> {
     history: CachedStatement<'t>,
+    payload: CachedStatement<'t>,
     inbox: CachedStatement<'t>,
-    counter: CachedStatement<'t>,
 }
 
 impl<'t> Prepared<'t> {
@@ -353,11 +293,11 @@ impl<'t> Prepared<'t> {
                 "INSERT OR REPLACE INTO history (app, seq, time_ms, targets, event, data, durable, mercure) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?,
-            inbox: tx.prepare_cached(
-                "INSERT OR IGNORE INTO inbox (app, user, seq, id, event, data, created_ms, expires_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            payload: tx.prepare_cached(
+                "INSERT OR IGNORE INTO durable (app, seq, id, event, data, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?,
-            counter: tx.prepare_cached("INSERT OR REPLACE INTO unread (app, user, count) VALUES (?1, ?2, ?3)")?,
+            inbox: tx
+                .prepare_cached("INSERT OR IGNORE INTO inbox (app, user, seq, expires_ms) VALUES (?1, ?2, ?3, ?4)")?,
         })
     }
 }
@@ -392,13 +332,11 @@ fn execute(
             *head = (*head).max(message.seq);
             answer(reply, append(tx, counters, prepared, &app, &message, durable))
         }
-        Command::Ack { app, user, seqs, reply } => {
-            answer(reply, ack(tx, counters, &mut prepared.counter, &app, &user, &seqs))
-        }
+        Command::Ack { app, user, seqs, reply } => answer(reply, ack(tx, counters, &app, &user, &seqs)),
         Command::Unread { app, user, reply } => {
             answer(reply, counters.unread(tx, &app, &user, now_ms()).map_err(failed))
         }
-        Command::Size { app, reply } => answer(reply, size(tx, &app).map_err(failed)),
+        Command::Size { app, reply } => answer(reply, counters.app_total(tx, &app).map_err(failed)),
         Command::Pending { app, user, up_to, reply } => answer(reply, pending(tx, &app, &user, up_to)),
         Command::Messages { app, user, query, reply } => answer(reply, messages(tx, &app, &user, query)),
         Command::Sweep { now_ms, reply } => answer(reply, sweep(tx, limits, counters, now_ms)),
@@ -479,113 +417,28 @@ fn append(
         .history
         .execute(params![app, m.seq, m.time_ms, targets, m.event, m.data, m.durable, mercure])
         .map_err(failed)?;
-    let Some(durable) = durable else { return Ok(Vec::new()) };
+    let Some(durable) = durable.filter(|d| !d.users.is_empty()) else { return Ok(Vec::new()) };
     counters.no_expiry_before = counters.no_expiry_before.min(durable.expires_ms);
+    prepared.payload.execute(params![app, m.seq, m.id, m.event, m.data, m.time_ms]).map_err(failed)?;
     let mut changes = Vec::with_capacity(durable.users.len());
     for user in durable.users {
-        let inserted = prepared
-            .inbox
-            .execute(params![app, user, m.seq, m.id, m.event, m.data, m.time_ms, durable.expires_ms])
-            .map_err(failed)?;
-        let unread = counters.add(tx, &mut prepared.counter, app, &user, inserted as i64, m.time_ms).map_err(failed)?;
+        counters.counted(tx, app, &user).map_err(failed)?;
+        let inserted = prepared.inbox.execute(params![app, user, m.seq, durable.expires_ms]).map_err(failed)?;
+        let unread = counters.add(tx, app, &user, inserted as i64, m.time_ms).map_err(failed)?;
         changes.push(UnreadChange { app: app.to_string(), user, unread });
     }
     Ok(changes)
 }
 
-/// Every unread message of `app`, from the per-user counters.
-fn size(tx: &Transaction<'_>, app: &str) -> rusqlite::Result<u64> {
-    tx.prepare_cached("SELECT COALESCE(SUM(count), 0) FROM unread WHERE app = ?1")?
-        .query_row(params![app], |r| r.get(0))
-}
-
-/// A user's unread count is kept as a counter so that it costs one lookup, not a scan of their
-/// inbox. The counter still includes messages that expired since the last sweep; they are
-/// counted in the user's inbox and subtracted, so the count is exact at every moment. The hub
-/// sweeps as each message expires, so that count is rarely needed.
-impl Counters {
-    /// A user's unread count.
-    fn unread(&mut self, tx: &Transaction<'_>, app: &str, user: &str, now: u64) -> rusqlite::Result<u64> {
-        Ok(self.stored(tx, app, user)?.saturating_sub(self.expired(tx, app, user, now)?))
-    }
-
-    /// Adds `delta` (possibly negative) to a user's unread counter (`write` stores it) and
-    /// returns the exact count.
-    fn add(
-        &mut self,
-        tx: &Transaction<'_>,
-        write: &mut CachedStatement<'_>,
-        app: &str,
-        user: &str,
-        delta: i64,
-        now: u64,
-    ) -> rusqlite::Result<u64> {
-        let counter = self.stored(tx, app, user)?.saturating_add_signed(delta);
-        if delta != 0 {
-            write.execute(params![app, user, counter])?;
-            self.remember(app, user, counter);
-        }
-        Ok(counter.saturating_sub(self.expired(tx, app, user, now)?))
-    }
-
-    /// A user's counter as stored (with the expired messages not swept yet).
-    fn stored(&mut self, tx: &Transaction<'_>, app: &str, user: &str) -> rusqlite::Result<u64> {
-        if let Some(&counter) = self.stored.get(app).and_then(|users| users.get(user)) {
-            return Ok(counter);
-        }
-        let counter = tx
-            .prepare_cached("SELECT count FROM unread WHERE app = ?1 AND user = ?2")?
-            .query_row(params![app, user], |r| r.get(0))
-            .optional()?
-            .unwrap_or_default();
-        self.remember(app, user, counter);
-        Ok(counter)
-    }
-
-    fn remember(&mut self, app: &str, user: &str, counter: u64) {
-        if let Some(known) = self.stored.get_mut(app).and_then(|users| users.get_mut(user)) {
-            *known = counter;
-            return;
-        }
-        if self.stored.values().map(HashMap::len).sum::<usize>() >= REMEMBERED {
-            self.stored.clear();
-        }
-        self.stored.entry(app.to_string()).or_default().insert(user.to_string(), counter);
-    }
-
-    /// A user's unread messages that expired but are not swept yet.
-    fn expired(&self, tx: &Transaction<'_>, app: &str, user: &str, now: u64) -> rusqlite::Result<u64> {
-        if now < self.no_expiry_before {
-            return Ok(0);
-        }
-        tx.prepare_cached(
-            "SELECT COUNT(*) FROM inbox WHERE app = ?1 AND user = ?2 AND read_ms IS NULL AND expires_ms <= ?3",
-        )?
-        .query_row(params![app, user, now], |r| r.get(0))
-    }
-
-    /// Counts a user's unread, unexpired messages afresh and stores the count.
-    fn recount(&mut self, tx: &Transaction<'_>, app: &str, user: &str, now: u64) -> rusqlite::Result<u64> {
-        let counter = tx
-            .prepare_cached(
-                "INSERT OR REPLACE INTO unread (app, user, count) SELECT ?1, ?2, COUNT(*) FROM inbox \
-                 WHERE app = ?1 AND user = ?2 AND read_ms IS NULL AND expires_ms > ?3 RETURNING count",
-            )?
-            .query_row(params![app, user, now], |r| r.get(0))?;
-        self.remember(app, user, counter);
-        Ok(counter)
-    }
-}
-
 fn ack(
     tx: &Transaction<'_>,
     counters: &mut Counters,
-    counter: &mut CachedStatement<'_>,
     app: &str,
     user: &str,
     seqs: &[u64],
 ) -> Result<Acked, StoreError> {
     let now = now_ms();
+    counters.counted(tx, app, user).map_err(failed)?;
     let mut update = tx
         .prepare_cached(
             "UPDATE inbox SET read_ms = ?4 WHERE app = ?1 AND user = ?2 AND seq = ?3 AND read_ms IS NULL AND expires_ms > ?4",
@@ -598,7 +451,7 @@ fn ack(
     }
     let unread = match acked {
         0 => counters.unread(tx, app, user, now),
-        n => counters.add(tx, counter, app, user, -(n as i64), now),
+        n => counters.add(tx, app, user, -(n as i64), now),
     };
     Ok(Acked { acked, unread: unread.map_err(failed)? })
 }
@@ -615,26 +468,34 @@ fn user_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserMessage> {
     })
 }
 
-const USER_MESSAGE_COLUMNS: &str = "seq, id, event, data, created_ms, expires_ms, read_ms";
+/// A user's messages: their inbox rows (`i`), each with its payload (`d`).
+macro_rules! user_messages {
+    ($where:literal) => {
+        concat!(
+            "SELECT i.seq, d.id, d.event, d.data, d.created_ms, i.expires_ms, i.read_ms ",
+            "FROM inbox i JOIN durable d ON d.app = i.app AND d.seq = i.seq ",
+            $where
+        )
+    };
+}
+/// Unread, unexpired, up to a sequence, oldest first.
+const PENDING: &str = user_messages!(
+    "WHERE i.app = ?1 AND i.user = ?2 AND i.seq <= ?3 AND i.read_ms IS NULL AND i.expires_ms > ?4 ORDER BY i.seq"
+);
+/// One page, newest first.
+const MESSAGES: &str = user_messages!(
+    "WHERE i.app = ?1 AND i.user = ?2 AND i.seq < ?3 AND i.expires_ms > ?4 AND (?5 = 0 OR i.read_ms IS NULL) \
+     ORDER BY i.seq DESC LIMIT ?6"
+);
 
 fn pending(tx: &Transaction<'_>, app: &str, user: &str, up_to: u64) -> Result<Vec<UserMessage>, StoreError> {
-    let mut stmt = tx
-        .prepare_cached(&format!(
-            "SELECT {USER_MESSAGE_COLUMNS} FROM inbox WHERE app = ?1 AND user = ?2 AND seq <= ?3 \
-             AND read_ms IS NULL AND expires_ms > ?4 ORDER BY seq"
-        ))
-        .map_err(failed)?;
+    let mut stmt = tx.prepare_cached(PENDING).map_err(failed)?;
     let rows = stmt.query_map(params![app, user, up_to, now_ms()], user_message).map_err(failed)?;
     rows.collect::<Result<_, _>>().map_err(failed)
 }
 
 fn messages(tx: &Transaction<'_>, app: &str, user: &str, q: MessageQuery) -> Result<Vec<UserMessage>, StoreError> {
-    let mut stmt = tx
-        .prepare_cached(&format!(
-            "SELECT {USER_MESSAGE_COLUMNS} FROM inbox WHERE app = ?1 AND user = ?2 AND seq < ?3 AND expires_ms > ?4 \
-             AND (?5 = 0 OR read_ms IS NULL) ORDER BY seq DESC LIMIT ?6"
-        ))
-        .map_err(failed)?;
+    let mut stmt = tx.prepare_cached(MESSAGES).map_err(failed)?;
     let before = q.before.unwrap_or(u64::MAX).min(i64::MAX as u64);
     let rows = stmt
         .query_map(params![app, user, before, now_ms(), q.unread_only, q.limit as u64], user_message)
@@ -650,27 +511,25 @@ fn sweep(
 ) -> Result<Swept, StoreError> {
     // Not `DISTINCT`: SQLite would then walk every message in (app, user) order instead of the
     // expired ones by expiry.
-    let mut affected = tx
+    let expired = tx
         .prepare(EXPIRED_UNREAD)
         .map_err(failed)?
         .query_map([now], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
         .map_err(failed)?
         .collect::<Result<Vec<_>, _>>()
         .map_err(failed)?;
-    affected.sort();
-    affected.dedup();
+    tx.execute(DELETE_EXPIRED_PAYLOADS, [now]).map_err(failed)?;
     tx.execute(DELETE_EXPIRED, [now]).map_err(failed)?;
     for (app, l) in limits {
         let head: u64 = tx.query_row("SELECT head FROM app WHERE id = ?1", [app], |r| r.get(0)).map_err(failed)?;
         trim_history(tx, app, *l, head, now)?;
     }
-    let changes = affected
+    let changes = counters
+        .swept(tx, expired)
+        .map_err(failed)?
         .into_iter()
-        .map(|(app, user)| {
-            let unread = counters.recount(tx, &app, &user, now).map_err(failed)?;
-            Ok(UnreadChange { app, user, unread })
-        })
-        .collect::<Result<_, StoreError>>()?;
+        .map(|(app, user, unread)| UnreadChange { app, user, unread })
+        .collect();
     let next_expiry_ms: Option<u64> = tx.query_row(EARLIEST_UNREAD, [], |r| r.get(0)).map_err(failed)?;
     counters.no_expiry_before = next_expiry_ms.unwrap_or(u64::MAX);
     Ok(Swept { changes, next_expiry_ms })
@@ -809,15 +668,62 @@ mod tests {
         assert_eq!(store.unread("a", "user-3-499").await.unwrap(), 8);
     }
 
+    /// The tables as the first release (version 0) wrote them.
+    const FIRST_RELEASE: &str = "
+        CREATE TABLE app (id TEXT PRIMARY KEY, epoch TEXT NOT NULL, head INTEGER NOT NULL, floor INTEGER NOT NULL);
+        CREATE TABLE history (
+            app TEXT NOT NULL, seq INTEGER NOT NULL, time_ms INTEGER NOT NULL, targets TEXT NOT NULL,
+            event TEXT, data TEXT NOT NULL, durable INTEGER NOT NULL, PRIMARY KEY (app, seq)
+        ) WITHOUT ROWID;
+        CREATE TABLE inbox (
+            app TEXT NOT NULL, user TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL, event TEXT,
+            data TEXT NOT NULL, created_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL, read_ms INTEGER,
+            PRIMARY KEY (app, user, seq)
+        ) WITHOUT ROWID;
+        CREATE INDEX inbox_expiry ON inbox (expires_ms);
+        CREATE INDEX inbox_unread_expiry ON inbox (expires_ms) WHERE read_ms IS NULL;
+        CREATE INDEX inbox_user_unread_expiry ON inbox (app, user, expires_ms) WHERE read_ms IS NULL;
+        CREATE TABLE unread (
+            app TEXT NOT NULL, user TEXT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (app, user)
+        ) WITHOUT ROWID;";
+
+    /// Version 1 added Mercure's extras; version 2 swapped the inbox's indexes for one.
+    fn older_schema(version: u32) -> String {
+        let mut schema = FIRST_RELEASE.to_string();
+        if version >= 1 {
+            schema += "ALTER TABLE history ADD COLUMN mercure TEXT;";
+        }
+        if version >= 2 {
+            schema += "DROP INDEX inbox_expiry; DROP INDEX inbox_unread_expiry; DROP INDEX inbox_user_unread_expiry; \
+                       CREATE INDEX inbox_by_expiry ON inbox (read_ms IS NULL, expires_ms);";
+        }
+        schema + &format!("PRAGMA user_version = {version};")
+    }
+
+    fn limits() -> HistoryLimits {
+        HistoryLimits { max_len: 10, max_age_ms: 60_000, max_bytes: usize::MAX }
+    }
+
+    fn durable_message(seq: u64, users: &[&str], data: &str, expires_ms: u64) -> (Arc<Message>, DurableFor) {
+        let users: Vec<String> = users.iter().map(|u| u.to_string()).collect();
+        let to = Targets { users: users.clone(), ..Targets::default() };
+        (Arc::new(Message::new("ep", seq, now_ms(), to, None, data.into(), true)), DurableFor { users, expires_ms })
+    }
+
+    /// Reads the file beside the running store.
+    fn peek(path: &Path, sql: &str) -> String {
+        let file = Connection::open(path).unwrap();
+        file.busy_timeout(Duration::from_secs(10)).unwrap();
+        file.query_row(sql, [], |r| r.get::<_, Option<String>>(0)).unwrap().unwrap_or_default()
+    }
+
     #[tokio::test]
     async fn a_file_from_before_mercure_opens_and_keeps_its_history() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
         {
-            // The schema as the first release wrote it, with one message in history.
             let old = Connection::open(&path).unwrap();
-            let schema = SCHEMA.to_string();
-            old.execute_batch(&schema).unwrap();
+            old.execute_batch(&older_schema(0)).unwrap();
             old.execute("INSERT INTO app (id, epoch, head, floor) VALUES ('a', 'ep', 1, 0)", []).unwrap();
             old.execute(
                 "INSERT INTO history (app, seq, time_ms, targets, event, data, durable) \
@@ -826,9 +732,8 @@ mod tests {
             )
             .unwrap();
         }
-        let limits = HistoryLimits { max_len: 10, max_age_ms: 60_000, max_bytes: usize::MAX };
         let store = SqliteStore::open(&path, StoreSync::Normal, None).unwrap();
-        let opened = store.open_app("a", limits).await.unwrap();
+        let opened = store.open_app("a", limits()).await.unwrap();
         assert_eq!(opened.history.len(), 1);
         assert_eq!((opened.history[0].data.as_str(), opened.history[0].mercure.as_ref()), ("old", None));
         // New messages keep Mercure's extras next to the old ones.
@@ -838,79 +743,174 @@ mod tests {
         store.append("a", Arc::new(m), None).unwrap().await.unwrap();
         drop(store);
         let store = SqliteStore::open(&path, StoreSync::Normal, None).unwrap();
-        let opened = store.open_app("a", limits).await.unwrap();
+        let opened = store.open_app("a", limits()).await.unwrap();
         assert_eq!(opened.history[1].mercure.as_ref(), Some(&extras));
     }
 
     #[tokio::test]
-    async fn a_version_1_file_opens_with_its_counts_and_without_expired_messages() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("v1.db");
-        let now = now_ms();
-        {
-            // Version 1, with its per-user expiry index; erin has one message kept and one
-            // expired but not swept yet (her counter still holds both).
-            let old = Connection::open(&path).unwrap();
-            let schema = SCHEMA.replace(
-                "CREATE INDEX IF NOT EXISTS inbox_by_expiry ON inbox (read_ms IS NULL, expires_ms);",
-                "CREATE INDEX inbox_expiry ON inbox (expires_ms); \
-                 CREATE INDEX inbox_unread_expiry ON inbox (expires_ms) WHERE read_ms IS NULL; \
-                 CREATE INDEX inbox_user_unread_expiry ON inbox (app, user, expires_ms) WHERE read_ms IS NULL;",
-            );
-            old.execute_batch(&format!(
-                "{schema} ALTER TABLE history ADD COLUMN mercure TEXT; PRAGMA user_version = 1;"
-            ))
-            .unwrap();
-            old.execute("INSERT INTO app (id, epoch, head, floor) VALUES ('a', 'ep', 2, 0)", []).unwrap();
-            for (seq, expires_ms) in [(1, now + 60_000), (2, now - 1)] {
-                old.execute(
-                    "INSERT INTO inbox (app, user, seq, id, data, created_ms, expires_ms) \
-                     VALUES ('a', 'erin', ?1, 'ep-' || ?1 || '-d', 'x', ?2, ?3)",
-                    params![seq, now - 10, expires_ms],
-                )
-                .unwrap();
+    async fn older_files_open_with_their_messages_and_counts_and_without_expired_ones() {
+        for version in [0, 1, 2] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("old.db");
+            let now = now_ms();
+            {
+                // Erin has one message kept, one read and one expired but not swept yet (her
+                // stored counter holds the unread two); frank shares the first.
+                let old = Connection::open(&path).unwrap();
+                old.execute_batch(&older_schema(version)).unwrap();
+                old.execute("INSERT INTO app (id, epoch, head, floor) VALUES ('a', 'ep', 3, 0)", []).unwrap();
+                for (user, seq, expires_ms, read_ms) in [
+                    ("erin", 1, now + 60_000, None),
+                    ("frank", 1, now + 60_000, None),
+                    ("erin", 2, now + 60_000, Some(now - 5)),
+                    ("erin", 3, now - 1, None),
+                ] {
+                    old.execute(
+                        "INSERT INTO inbox (app, user, seq, id, data, created_ms, expires_ms, read_ms) \
+                         VALUES ('a', ?1, ?2, 'ep-' || ?2 || '-d', 'x' || ?2, ?3, ?4, ?5)",
+                        params![user, seq, now - 10, expires_ms, read_ms],
+                    )
+                    .unwrap();
+                }
+                old.execute("INSERT INTO unread (app, user, count) VALUES ('a', 'erin', 2), ('a', 'frank', 1)", [])
+                    .unwrap();
             }
-            old.execute("INSERT INTO unread (app, user, count) VALUES ('a', 'erin', 2)", []).unwrap();
+            let store = SqliteStore::open(&path, StoreSync::Normal, None).unwrap();
+            assert_eq!(store.open_app("a", limits()).await.unwrap().head, 3);
+            assert_eq!(
+                store.unread("a", "erin").await.unwrap(),
+                1,
+                "version {version}: the expired one is not counted"
+            );
+            assert_eq!(store.unread("a", "frank").await.unwrap(), 1, "version {version}");
+            let pending = store.pending("a", "erin", 10).await.unwrap();
+            let pending: Vec<_> = pending.iter().map(|m| (m.seq, m.id.as_str(), m.data.as_str())).collect();
+            assert_eq!(pending, [(1, "ep-1-d", "x1")], "version {version}");
+            let all = store.messages("a", "erin", MessageQuery { before: None, limit: 10, unread_only: false });
+            let all: Vec<_> = all.await.unwrap().iter().map(|m| (m.seq, m.read_ms)).collect();
+            assert_eq!(
+                all,
+                [(2, Some(now - 5)), (1, None)],
+                "version {version}: newest first, the expired one left out"
+            );
+            let (message, durable) = durable_message(4, &["erin"], "y", now + 60_000);
+            let changes = store.append("a", message, Some(durable)).unwrap().await.unwrap();
+            assert_eq!(changes[0].unread, 2, "version {version}");
+            let swept = store.sweep(now_ms()).await.unwrap();
+            assert_eq!(swept.changes, [UnreadChange { app: "a".into(), user: "erin".into(), unread: 2 }]);
+            assert_eq!(store.size("a").await.unwrap(), Some(3), "version {version}: erin's two and frank's one");
+            drop(store);
+            let indexes =
+                peek(&path, "SELECT group_concat(name) FROM sqlite_master WHERE tbl_name = 'inbox' AND type = 'index'");
+            assert_eq!(indexes, "inbox_by_expiry", "version {version}: one index of the inbox");
+            let tables = peek(&path, "SELECT group_concat(name) FROM sqlite_master WHERE type = 'table' ORDER BY name");
+            assert!(!tables.split(',').any(|t| t == "unread"), "version {version}: counters are not stored ({tables})");
+            let payloads = peek(&path, "SELECT group_concat(seq || ':' || data) FROM durable ORDER BY seq");
+            assert_eq!(payloads, "1:x1,2:x2,4:y", "version {version}: one payload per message, the swept one gone");
         }
+    }
+
+    #[test]
+    fn a_file_from_a_newer_herald_is_refused_and_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        Connection::open(&path).unwrap().execute_batch("CREATE TABLE later (x); PRAGMA user_version = 99").unwrap();
+        let Err(StoreError::Failed(e)) = SqliteStore::open(&path, StoreSync::Normal, None) else { panic!("opened") };
+        assert!(e.contains("newer Herald (store schema version 99"), "{e}");
+        assert_eq!(peek(&path, "SELECT group_concat(name) FROM sqlite_master"), "later");
+    }
+
+    #[tokio::test]
+    async fn a_payload_is_stored_once_for_all_its_users_until_it_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
         let store = SqliteStore::open(&path, StoreSync::Normal, None).unwrap();
-        let limits = HistoryLimits { max_len: 10, max_age_ms: 60_000, max_bytes: usize::MAX };
-        assert_eq!(store.open_app("a", limits).await.unwrap().head, 2);
-        assert_eq!(store.unread("a", "erin").await.unwrap(), 1, "the expired one is not counted");
-        let to = Targets { users: vec!["erin".into()], ..Targets::default() };
-        let message = Arc::new(Message::new("ep", 3, now, to, None, "y".into(), true));
-        let durable = DurableFor { users: vec!["erin".into()], expires_ms: now + 60_000 };
-        let changes = store.append("a", message, Some(durable)).unwrap().await.unwrap();
-        assert_eq!(changes[0].unread, 2);
+        store.open_app("a", limits()).await.unwrap();
+        let now = now_ms();
+        for (seq, expires_ms) in [(1, now + 60_000), (2, now - 1)] {
+            let (message, durable) = durable_message(seq, &["u", "v", "w"], &format!("m{seq}"), expires_ms);
+            store.append("a", message, Some(durable)).unwrap().await.unwrap();
+        }
+        assert_eq!(peek(&path, "SELECT group_concat(seq) FROM durable"), "1,2");
+        assert_eq!(peek(&path, "SELECT COUNT(*) || '' FROM inbox"), "6");
+        store.sweep(now_ms()).await.unwrap();
+        assert_eq!(peek(&path, "SELECT group_concat(seq) FROM durable"), "1");
+        for user in ["u", "v", "w"] {
+            let pending = store.pending("a", user, 10).await.unwrap();
+            assert_eq!(pending.iter().map(|m| m.data.as_str()).collect::<Vec<_>>(), ["m1"], "{user}");
+        }
+    }
+
+    #[tokio::test]
+    async fn counts_follow_appends_acks_and_sweeps_and_are_counted_again_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let store = SqliteStore::open(&path, StoreSync::Normal, None).unwrap();
+        store.open_app("a", limits()).await.unwrap();
+        let now = now_ms();
+        // Counted before anything is written, so the app's total is kept from here on.
+        assert_eq!(store.size("a").await.unwrap(), Some(0));
+        let mut unread = Vec::new();
+        for (seq, users, expires_ms) in
+            [(1, &["u", "v"][..], now + 60_000), (2, &["u"][..], now + 60_000), (3, &["u"][..], now - 1)]
+        {
+            let (message, durable) = durable_message(seq, users, "x", expires_ms);
+            let changes = store.append("a", message, Some(durable)).unwrap().await.unwrap();
+            unread.extend(changes.into_iter().map(|c| (c.user, c.unread)));
+        }
+        let expected = [("u", 1), ("v", 1), ("u", 2), ("u", 2)].map(|(u, n)| (u.to_string(), n));
+        assert_eq!(unread, expected, "the expired message is left out of the count it returns");
+        assert_eq!(store.size("a").await.unwrap(), Some(4), "expired but not swept yet is included");
+        let acked = store.ack("a", "u", vec![1, 1, 99]).await.unwrap();
+        assert_eq!((acked.acked, acked.unread), (1, 1));
+        assert_eq!(store.size("a").await.unwrap(), Some(3));
         let swept = store.sweep(now_ms()).await.unwrap();
-        assert_eq!(swept.changes[0].unread, 2);
-        assert_eq!(store.unread("a", "erin").await.unwrap(), 2);
+        assert_eq!(swept.changes, [UnreadChange { app: "a".into(), user: "u".into(), unread: 1 }]);
+        assert_eq!(store.size("a").await.unwrap(), Some(2));
         drop(store);
-        let file = Connection::open(&path).unwrap();
-        file.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
-        let indexes: String = file
-            .query_row(
-                "SELECT group_concat(name) FROM sqlite_master WHERE tbl_name = 'inbox' AND type = 'index'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(indexes, "inbox_by_expiry", "version 2 keeps one index of the inbox");
+        let store = SqliteStore::open(&path, StoreSync::Normal, None).unwrap();
+        store.open_app("a", limits()).await.unwrap();
+        assert_eq!((store.unread("a", "u").await.unwrap(), store.unread("a", "v").await.unwrap()), (1, 1));
+        assert_eq!(store.size("a").await.unwrap(), Some(2));
+        let (message, durable) = durable_message(4, &["v"], "x", now + 60_000);
+        let changes = store.append("a", message, Some(durable)).unwrap().await.unwrap();
+        assert_eq!(changes[0].unread, 2, "counted from the inbox, then followed");
+    }
+
+    fn plan(conn: &Connection, sql: &str) -> Vec<String> {
+        let bound = (1..=6).fold(sql.to_string(), |sql, n| sql.replace(&format!("?{n}"), "1"));
+        conn.prepare(&format!("EXPLAIN QUERY PLAN {bound}"))
+            .unwrap()
+            .query_map([], |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
     }
 
     #[test]
     fn the_sweep_reads_only_the_expired_messages_through_the_expiry_index() {
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
+        conn.execute_batch(schema::SCHEMA).unwrap();
         for sql in [EXPIRED_UNREAD, DELETE_EXPIRED, EARLIEST_UNREAD] {
-            let plan: Vec<String> = conn
-                .prepare(&format!("EXPLAIN QUERY PLAN {}", sql.replace("?1", "1")))
-                .unwrap()
-                .query_map([], |r| r.get(3))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
+            let plan = plan(&conn, sql);
             assert_eq!(plan.len(), 1, "{sql}: {plan:?}");
             assert!(plan[0].starts_with("SEARCH inbox USING INDEX inbox_by_expiry ("), "{sql}: {plan:?}");
+        }
+        let plan = plan(&conn, DELETE_EXPIRED_PAYLOADS);
+        assert!(plan[0].starts_with("SEARCH durable USING PRIMARY KEY (app=? AND seq=?)"), "{plan:?}");
+        assert!(plan.iter().any(|step| step.starts_with("SEARCH inbox USING INDEX inbox_by_expiry (")), "{plan:?}");
+        assert!(!plan.iter().any(|step| step.starts_with("SCAN")), "{plan:?}");
+    }
+
+    #[test]
+    fn a_users_messages_are_read_by_user_with_each_payload_by_key() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(schema::SCHEMA).unwrap();
+        for sql in [PENDING, MESSAGES] {
+            let plan = plan(&conn, sql);
+            assert_eq!(plan.len(), 2, "{sql}: {plan:?}");
+            assert!(plan[0].starts_with("SEARCH i USING PRIMARY KEY (app=? AND user=? AND seq<"), "{sql}: {plan:?}");
+            assert_eq!(plan[1], "SEARCH d USING PRIMARY KEY (app=? AND seq=?)", "{sql}: {plan:?}");
         }
     }
 }
