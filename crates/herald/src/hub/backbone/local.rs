@@ -133,8 +133,9 @@ fn stage(app: &Arc<App>, store: &dyn Store, p: Publish) -> Result<Staged, Error>
             let started = std::time::Instant::now();
             let outcome = commit.await;
             app.metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
-            app.held.lock().settle(message.seq, outcome.is_ok());
-            release_held(&app).await;
+            if app.held.lock().settle(message.seq, outcome.is_ok()) {
+                release_held(&app).await;
+            }
             outcome
         })
     });
