@@ -32,8 +32,8 @@ pub(super) struct Counters {
 
 impl Counters {
     /// What a writer starts with, and goes back to after a rollback.
-    pub(super) fn new(tx: &rusqlite::Connection) -> Self {
-        let no_expiry_before = tx
+    pub(super) fn new(conn: &rusqlite::Connection) -> Self {
+        let no_expiry_before = conn
             .query_row(EARLIEST_UNREAD, [], |r| r.get::<_, Option<u64>>(0))
             .map_or(0, |earliest| earliest.unwrap_or(u64::MAX));
         Self { no_expiry_before, ..Self::default() }
