@@ -13,8 +13,8 @@ use rusqlite::{params, Transaction};
 /// Most users whose counts the writer keeps; past this it forgets them all.
 const KEPT: usize = 100_000;
 
-/// The sweep's statements, each a range of `inbox_by_expiry` (see the test of their plans).
-pub(super) const EXPIRED_UNREAD: &str = "SELECT app, user FROM inbox WHERE (read_ms IS NULL) = 1 AND expires_ms <= ?1";
+/// When the next unread message expires: a range of `inbox_by_expiry` (see the test of the
+/// sweep's plans).
 pub(super) const EARLIEST_UNREAD: &str = "SELECT MIN(expires_ms) FROM inbox WHERE (read_ms IS NULL) = 1";
 
 /// Counts of unread inbox rows, expired ones not swept yet included; the exact count of a

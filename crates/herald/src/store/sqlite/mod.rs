@@ -24,7 +24,7 @@ use rusqlite::{params, CachedStatement, Connection, ErrorCode, OptionalExtension
 use tokio::sync::oneshot;
 
 use self::checkpoint::{Checkpointer, LOG_LIMIT};
-use self::counters::{Counters, EARLIEST_UNREAD, EXPIRED_UNREAD};
+use self::counters::{Counters, EARLIEST_UNREAD};
 use super::{
     Acked, Commit, DurableFor, HistoryLimits, Inbox, MessageQuery, Opened, Store, StoreError, StoredMessage, Swept,
     UnreadChange, UserMessage,
@@ -38,7 +38,8 @@ const QUEUE: usize = 65_536;
 const BATCH: usize = 4_096;
 /// How long opening waits for the lock of a store that is closing.
 const LOCK_WAIT: Duration = Duration::from_millis(500);
-/// The sweep's deletion, a range of `inbox_by_expiry` (see the test of the plans).
+/// The sweep's statements, each a range of `inbox_by_expiry` (see the test of their plans).
+const EXPIRED_UNREAD: &str = "SELECT app, user FROM inbox WHERE (read_ms IS NULL) = 1 AND expires_ms <= ?1";
 const DELETE_EXPIRED: &str = "DELETE FROM inbox WHERE (read_ms IS NULL) IN (0, 1) AND expires_ms <= ?1";
 /// The payloads of the messages the sweep deletes, all of whose inbox rows expire together.
 const DELETE_EXPIRED_PAYLOADS: &str = "DELETE FROM durable WHERE (app, seq) IN \
