@@ -44,17 +44,21 @@ impl Counters {
         Ok(self.counted(tx, app, user)?.saturating_sub(self.expired(tx, app, user, now)?))
     }
 
-    /// Follows `delta` (possibly negative) unread rows of a user, written or acked in this
-    /// transaction after the user was [`counted`](Self::counted), and returns their exact count.
-    pub(super) fn add(
+    /// Runs `write`, which changes a user's unread rows by the number it returns (possibly
+    /// negative), follows that change, and returns the user's exact count after it. The user is
+    /// counted before `write` runs: a first count reads the inbox, and after the write it would
+    /// already hold the change.
+    pub(super) fn change(
         &mut self,
         tx: &Transaction<'_>,
         app: &str,
         user: &str,
-        delta: i64,
         now: u64,
+        write: impl FnOnce() -> rusqlite::Result<i64>,
     ) -> rusqlite::Result<u64> {
-        let count = self.counted(tx, app, user)?.saturating_add_signed(delta);
+        let count = self.counted(tx, app, user)?;
+        let delta = write()?;
+        let count = count.saturating_add_signed(delta);
         if delta != 0 {
             self.keep(app, user, count);
             if let Some(total) = self.apps.get_mut(app) {
@@ -64,9 +68,8 @@ impl Counters {
         Ok(count.saturating_sub(self.expired(tx, app, user, now)?))
     }
 
-    /// A user's unread rows, as kept or counted afresh; called before their rows change, as a
-    /// first count reads the inbox.
-    pub(super) fn counted(&mut self, tx: &Transaction<'_>, app: &str, user: &str) -> rusqlite::Result<u64> {
+    /// A user's unread rows, as kept or counted afresh.
+    fn counted(&mut self, tx: &Transaction<'_>, app: &str, user: &str) -> rusqlite::Result<u64> {
         if let Some(&count) = self.users.get(app).and_then(|users| users.get(user)) {
             return Ok(count);
         }

@@ -423,9 +423,12 @@ fn append(
     prepared.payload.execute(params![app, m.seq, m.id, m.event, m.data, m.time_ms]).map_err(failed)?;
     let mut changes = Vec::with_capacity(durable.users.len());
     for user in durable.users {
-        counters.counted(tx, app, &user).map_err(failed)?;
-        let inserted = prepared.inbox.execute(params![app, user, m.seq, durable.expires_ms]).map_err(failed)?;
-        let unread = counters.add(tx, app, &user, inserted as i64, m.time_ms).map_err(failed)?;
+        let inbox = &mut prepared.inbox;
+        let unread = counters
+            .change(tx, app, &user, m.time_ms, || {
+                inbox.execute(params![app, user, m.seq, durable.expires_ms]).map(|inserted| inserted as i64)
+            })
+            .map_err(failed)?;
         changes.push(UnreadChange { app: app.to_string(), user, unread });
     }
     Ok(changes)
@@ -439,22 +442,23 @@ fn ack(
     seqs: &[u64],
 ) -> Result<Acked, StoreError> {
     let now = now_ms();
-    counters.counted(tx, app, user).map_err(failed)?;
     let mut update = tx
         .prepare_cached(
             "UPDATE inbox SET read_ms = ?4 WHERE app = ?1 AND user = ?2 AND seq = ?3 AND read_ms IS NULL AND expires_ms > ?4",
         )
         .map_err(failed)?;
     let mut acked = 0;
-    // SQLite integers are i64: a larger sequence names no message (and must not fail the batch).
-    for seq in seqs.iter().filter(|&&seq| seq <= i64::MAX as u64) {
-        acked += update.execute(params![app, user, seq, now]).map_err(failed)? as u64;
-    }
-    let unread = match acked {
-        0 => counters.unread(tx, app, user, now),
-        n => counters.add(tx, app, user, -(n as i64), now),
-    };
-    Ok(Acked { acked, unread: unread.map_err(failed)? })
+    let unread = counters
+        .change(tx, app, user, now, || {
+            // SQLite integers are i64: a larger sequence names no message (and must not fail
+            // the batch).
+            for seq in seqs.iter().filter(|&&seq| seq <= i64::MAX as u64) {
+                acked += update.execute(params![app, user, seq, now])? as u64;
+            }
+            Ok(-(acked as i64))
+        })
+        .map_err(failed)?;
+    Ok(Acked { acked, unread })
 }
 
 fn user_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserMessage> {

@@ -32,19 +32,18 @@ CREATE INDEX IF NOT EXISTS inbox_by_expiry ON inbox (read_ms IS NULL, expires_ms
 /// The schema's version, in `PRAGMA user_version`.
 pub(super) const VERSION: u32 = 3;
 
-/// Creates the tables a new file lacks, then applies the schema changes after the first
-/// release, each once: a file written by an older Herald opens with its messages and counts.
+/// Applies the schema changes after the first release to a file written by an older Herald,
+/// each once, then creates the tables the file lacks: it opens with its messages and counts.
 pub(super) fn prepare(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let prepared = (|| {
         let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let fresh: bool =
             conn.query_row("SELECT COUNT(*) = 0 FROM sqlite_master WHERE name = 'app'", [], |r| r.get(0))?;
-        if fresh {
-            conn.execute_batch(SCHEMA)?;
-        } else {
+        if !fresh {
             migrate(conn, version)?;
         }
+        conn.execute_batch(SCHEMA)?;
         conn.execute_batch(&format!("PRAGMA user_version = {VERSION}"))
     })();
     match prepared {
@@ -69,23 +68,19 @@ fn migrate(conn: &Connection, version: u32) -> rusqlite::Result<()> {
     }
     if version < 3 {
         // 2 dropped the inbox's three indexes for one by expiry; 3 moves the payload out of
-        // the inbox into `durable` (once per message) and drops the stored counters. The
-        // inbox is rebuilt either way, with only `inbox_by_expiry`.
+        // the inbox into `durable` (once per message) and drops the stored counters. The old
+        // inbox steps aside without its indexes (the schema reuses one name), the
+        // schema creates the new tables, and what is kept is copied from it.
         conn.execute_batch(
-            "CREATE TABLE durable (
-                 app TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL, event TEXT, data TEXT NOT NULL,
-                 created_ms INTEGER NOT NULL, PRIMARY KEY (app, seq)
-             ) WITHOUT ROWID;
-             INSERT OR IGNORE INTO durable SELECT app, seq, id, event, data, created_ms FROM inbox;
-             CREATE TABLE inbox3 (
-                 app TEXT NOT NULL, user TEXT NOT NULL, seq INTEGER NOT NULL, expires_ms INTEGER NOT NULL,
-                 read_ms INTEGER, PRIMARY KEY (app, user, seq)
-             ) WITHOUT ROWID;
-             INSERT INTO inbox3 SELECT app, user, seq, expires_ms, read_ms FROM inbox;
-             DROP TABLE inbox;
-             ALTER TABLE inbox3 RENAME TO inbox;
-             CREATE INDEX inbox_by_expiry ON inbox (read_ms IS NULL, expires_ms);
-             DROP TABLE IF EXISTS unread;",
+            "DROP INDEX IF EXISTS inbox_expiry; DROP INDEX IF EXISTS inbox_unread_expiry;
+             DROP INDEX IF EXISTS inbox_user_unread_expiry; DROP INDEX IF EXISTS inbox_by_expiry;
+             ALTER TABLE inbox RENAME TO inbox_v2;",
+        )?;
+        conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(
+            "INSERT OR IGNORE INTO durable SELECT app, seq, id, event, data, created_ms FROM inbox_v2;
+             INSERT INTO inbox SELECT app, user, seq, expires_ms, read_ms FROM inbox_v2;
+             DROP TABLE inbox_v2; DROP TABLE IF EXISTS unread;",
         )?;
     }
     Ok(())
