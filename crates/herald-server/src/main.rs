@@ -11,7 +11,7 @@ use herald::config::Config;
 use herald::Hub;
 
 /// mimalloc rather than glibc's malloc: ~10 % fewer user-space instructions per publish and ~7 %
-/// less server CPU per durable message, for ~8 MB more at start ("The allocator" in
+/// less server CPU per per-user or durable message, for ~8 MB more at start ("The allocator" in
 /// bench/RESULTS.md). The library leaves the allocator to whoever embeds it.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
