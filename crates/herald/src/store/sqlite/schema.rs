@@ -69,8 +69,8 @@ fn migrate(conn: &Connection, version: u32) -> rusqlite::Result<()> {
     if version < 3 {
         // 2 dropped the inbox's three indexes for one by expiry; 3 moves the payload out of
         // the inbox into `durable` (once per message) and drops the stored counters. The old
-        // inbox steps aside without its indexes (the schema reuses one name), the
-        // schema creates the new tables, and what is kept is copied from it.
+        // inbox steps aside without its indexes (the schema reuses one of their names), the
+        // schema creates the new tables, and what is kept is copied from the old inbox.
         conn.execute_batch(
             "DROP INDEX IF EXISTS inbox_expiry; DROP INDEX IF EXISTS inbox_unread_expiry;
              DROP INDEX IF EXISTS inbox_user_unread_expiry; DROP INDEX IF EXISTS inbox_by_expiry;
